@@ -1,0 +1,55 @@
+//! Facts about processes from /proc.
+
+/// Start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`), or `None` if the process does not exist. Together with
+/// the pid it identifies a process even after the pid is reused.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_ticks(&stat)
+}
+
+/// Start time of the calling process (see [`start_ticks`]).
+pub fn own_start_ticks() -> u64 {
+    start_ticks(std::process::id()).unwrap_or(0)
+}
+
+/// Whether `pid` is alive and is still the process that started at
+/// `ticks` (0 = don't compare).
+pub fn is_same_process(pid: u32, ticks: u64) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match start_ticks(pid) {
+        Some(t) => ticks == 0 || t == ticks,
+        None => false,
+    }
+}
+
+fn parse_start_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may itself contain
+    // spaces and parentheses, so split after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    // `after` starts with field 3 (state); field 22 is at index 19.
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_odd_command_names() {
+        let line = "123 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
+        assert_eq!(parse_start_ticks(line), Some(987654));
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        let me = std::process::id();
+        let t = own_start_ticks();
+        assert!(t > 0);
+        assert!(is_same_process(me, t));
+        assert!(!is_same_process(me, t + 1));
+        assert!(!is_same_process(0, 0));
+    }
+}

@@ -1,0 +1,684 @@
+//! Named POSIX shared-memory segments: creation, validation on open,
+//! typed views.
+//!
+//! Creation (`O_CREAT|O_EXCL`, mode 0600) reserves the whole size with
+//! `posix_fallocate`, so a full /dev/shm is an error here and never a SIGBUS
+//! later. Opening checks, in this order: owner uid, mode 0600, file size,
+//! initialisation (waiting for it with a timeout), magic, header size, kind,
+//! layout version, fingerprint, and sizes. Each failure is a typed error that
+//! names the segment and the field.
+//!
+//! Residual risk, by design of POSIX shm: a process of the *same user* that
+//! truncates a segment while it is mapped makes every mapper take SIGBUS on
+//! the lost pages. File seals would prevent that but only exist for memfd
+//! files, which have no name in /dev/shm. Mode 0600 and the owner check keep
+//! other users out.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap, shm_open, shm_unlink};
+use nix::sys::stat::{Mode, fchmod, fstat};
+
+use super::cell::ShmSafe;
+use super::header::{HEADER_SIZE, MAGIC, MAX_KIND_LEN, SegmentHeader};
+use super::name::{RunName, SHM_DIR};
+
+/// What a segment must look like: its part name, layout version and
+/// fingerprint, and (when known) its total size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSpec {
+    /// Part name (`forkring.RUN.<part>`), at most 16 bytes; also stored in
+    /// the header's `kind` field.
+    pub part: &'static str,
+    /// Layout version of this kind of segment.
+    pub version: u32,
+    /// Layout fingerprint (see `layout.rs`).
+    pub fingerprint: u64,
+    /// Total size in bytes including the header, when the opener knows it.
+    pub size: Option<usize>,
+}
+
+/// How a segment is mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `O_RDWR`, `PROT_READ | PROT_WRITE`.
+    ReadWrite,
+    /// `O_RDONLY`, `PROT_READ` (status). Only loads may be made through
+    /// views of such a segment.
+    ReadOnly,
+}
+
+/// A mapped segment. Unmapped on drop; never unlinked implicitly.
+#[derive(Debug)]
+pub struct Segment {
+    name: String,
+    fd: OwnedFd,
+    /// Start of the mapping. Invariant: `len` bytes from here are mapped
+    /// `MAP_SHARED` for the life of `self`; page aligned.
+    base: NonNull<u8>,
+    /// Mapping length; at least `HEADER_SIZE`.
+    len: usize,
+    access: Access,
+}
+
+// SAFETY: the mapping is process-wide memory shared with other processes;
+// all access goes through ShmSafe views (atomics/volatile copies) or through
+// protocol-governed raw regions, never through unsynchronised references.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+/// Errors of [`Segment::create`].
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The requested size is below the header size or too large to map.
+    #[error("segment {name}: size {size} bytes is invalid")]
+    InvalidSize {
+        /// Segment name.
+        name: String,
+        /// Size asked for.
+        size: u64,
+    },
+    /// The part name does not fit the header's kind field.
+    #[error("segment {name}: part name longer than {MAX_KIND_LEN} bytes")]
+    PartTooLong {
+        /// Segment name.
+        name: String,
+    },
+    /// A segment with this name exists already.
+    #[error("segment {name} already exists in /dev/shm")]
+    AlreadyExists {
+        /// Segment name.
+        name: String,
+    },
+    /// /dev/shm cannot hold the segment.
+    #[error(
+        "segment {name} needs {} in /dev/shm, {} free; free space (`forkring clean`), enlarge the tmpfs, or with docker use --shm-size",
+        mib(*needed), mib(*free)
+    )]
+    NoSpace {
+        /// Segment name.
+        name: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes free at the time.
+        free: u64,
+    },
+    /// Another system call failed.
+    #[error("segment {name}: {op} failed: {errno}")]
+    Os {
+        /// Segment name.
+        name: String,
+        /// The call that failed.
+        op: &'static str,
+        /// Its error.
+        errno: Errno,
+    },
+}
+
+/// Errors of [`Segment::open`].
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No such segment.
+    #[error("segment {name} does not exist in /dev/shm")]
+    NotFound {
+        /// Segment name.
+        name: String,
+    },
+    /// The segment belongs to another user.
+    #[error(
+        "segment {name} is owned by uid {found}, not by us (uid {expected}); refusing to use it"
+    )]
+    WrongOwner {
+        /// Segment name.
+        name: String,
+        /// Owner found.
+        found: u32,
+        /// Our effective uid.
+        expected: u32,
+    },
+    /// The segment's mode is not 0600.
+    #[error("segment {name} has mode {found:04o}, expected 0600; refusing to use it")]
+    WrongMode {
+        /// Segment name.
+        name: String,
+        /// Mode found.
+        found: u32,
+    },
+    /// The file is smaller than a header.
+    #[error("segment {name} is {size} bytes, smaller than its {HEADER_SIZE}-byte header")]
+    TooSmall {
+        /// Segment name.
+        name: String,
+        /// File size.
+        size: u64,
+    },
+    /// The creator never published the header.
+    #[error(
+        "segment {name} is still uninitialised after {waited:?}; its creator may have died while creating it (`forkring clean` removes it)"
+    )]
+    NotInitialized {
+        /// Segment name.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The magic is wrong: not a forkring segment, or garbage.
+    #[error(
+        "segment {name}: header field magic is {found:#018x}, expected {MAGIC:#018x} (\"FORKRING\")"
+    )]
+    BadMagic {
+        /// Segment name.
+        name: String,
+        /// Magic found.
+        found: u64,
+    },
+    /// A header field has the wrong value.
+    #[error("segment {name}: header field {field} is {found}, expected {expected}")]
+    FieldMismatch {
+        /// Segment name.
+        name: String,
+        /// Field name.
+        field: &'static str,
+        /// Value found.
+        found: String,
+        /// Value expected.
+        expected: String,
+    },
+    /// The layout version differs (another forkring version made it).
+    #[error(
+        "segment {name}: header field layout_version is {found}, this forkring expects {expected}; it was made by another version (`forkring clean` removes it)"
+    )]
+    VersionMismatch {
+        /// Segment name.
+        name: String,
+        /// Version found.
+        found: u32,
+        /// Version expected.
+        expected: u32,
+    },
+    /// The layout fingerprint differs.
+    #[error(
+        "segment {name}: header field fingerprint is {found:#018x}, expected {expected:#018x}; it was made by a build with another layout"
+    )]
+    FingerprintMismatch {
+        /// Segment name.
+        name: String,
+        /// Fingerprint found.
+        found: u64,
+        /// Fingerprint expected.
+        expected: u64,
+    },
+    /// Header size, file size and expected size disagree.
+    #[error("segment {name}: {field} is {found} bytes, expected {expected}")]
+    SizeMismatch {
+        /// Segment name.
+        name: String,
+        /// Which size.
+        field: &'static str,
+        /// Size found.
+        found: u64,
+        /// Size expected.
+        expected: u64,
+    },
+    /// Another system call failed.
+    #[error("segment {name}: {op} failed: {errno}")]
+    Os {
+        /// Segment name.
+        name: String,
+        /// The call that failed.
+        op: &'static str,
+        /// Its error.
+        errno: Errno,
+    },
+}
+
+/// A view did not fit the segment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("segment {name}: bytes {offset}..{end} are outside its {len} bytes or misaligned")]
+pub struct OutOfBounds {
+    /// Segment name.
+    pub name: String,
+    /// Start of the requested range.
+    pub offset: usize,
+    /// End of the requested range.
+    pub end: usize,
+    /// Segment length.
+    pub len: usize,
+}
+
+/// A raw byte range of a segment, for bulk data governed by a job's
+/// protocol (pixels, shuffle arrays, ring slots).
+#[derive(Debug, Clone, Copy)]
+pub struct Region<'a> {
+    /// Invariant: `len` bytes from `ptr` lie in the mapping borrowed for `'a`.
+    ptr: NonNull<u8>,
+    len: usize,
+    _seg: std::marker::PhantomData<&'a Segment>,
+}
+
+// SAFETY: points into a shared mapping that outlives 'a; access is governed
+// by the owning job's protocol.
+unsafe impl Send for Region<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Region<'_> {}
+
+impl Region<'_> {
+    /// Start of the range.
+    pub fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    let m = bytes as f64 / (1024.0 * 1024.0);
+    if m >= 10.0 {
+        format!("{m:.0} MiB")
+    } else {
+        format!("{m:.1} MiB")
+    }
+}
+
+/// Free bytes in /dev/shm (for unprivileged users: `f_bavail`).
+pub fn shm_free_bytes() -> Result<u64, Errno> {
+    let st = nix::sys::statvfs::statvfs(SHM_DIR)?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+fn shm_path(name: &str) -> String {
+    format!("/{name}")
+}
+
+/// Unlinks the segment file `name` (as listed in /dev/shm). Missing is fine.
+pub fn unlink(name: &str) -> Result<(), Errno> {
+    match shm_unlink(shm_path(name).as_str()) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the segment file `name` exists.
+pub fn exists(name: &str) -> bool {
+    std::path::Path::new(SHM_DIR).join(name).exists()
+}
+
+impl Segment {
+    /// Creates segment `part` of `run` with the exact size `spec.size`,
+    /// zero-filled, lets `init` fill in the body, then publishes the header.
+    /// On any error nothing is left in /dev/shm.
+    pub fn create(
+        run: &RunName,
+        spec: &SegmentSpec,
+        init: impl FnOnce(&Segment),
+    ) -> Result<Segment, CreateError> {
+        let name = run.segment(spec.part);
+        if spec.part.len() > MAX_KIND_LEN {
+            return Err(CreateError::PartTooLong { name });
+        }
+        let size = spec.size.unwrap_or(0);
+        if size < HEADER_SIZE || size > isize::MAX as usize / 2 {
+            return Err(CreateError::InvalidSize {
+                name,
+                size: size as u64,
+            });
+        }
+        let os = |op, errno| CreateError::Os {
+            name: name.clone(),
+            op,
+            errno,
+        };
+        let free = shm_free_bytes().map_err(|e| os("statvfs /dev/shm", e))?;
+        if size as u64 > free {
+            return Err(CreateError::NoSpace {
+                name,
+                needed: size as u64,
+                free,
+            });
+        }
+        let fd = match shm_open(
+            shm_path(&name).as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::EEXIST) => return Err(CreateError::AlreadyExists { name }),
+            Err(e) => return Err(os("shm_open", e)),
+        };
+        // From here on, remove the file again if anything fails.
+        let result = (|| {
+            // The umask may have cleared bits of 0600; set it exactly.
+            fchmod(fd.as_fd(), Mode::S_IRUSR | Mode::S_IWUSR).map_err(|e| os("fchmod", e))?;
+            nix::unistd::ftruncate(fd.as_fd(), size as libc::off_t)
+                .map_err(|e| os("ftruncate", e))?;
+            match nix::fcntl::posix_fallocate(fd.as_fd(), 0, size as libc::off_t) {
+                Ok(()) => {}
+                Err(Errno::ENOSPC) => {
+                    return Err(CreateError::NoSpace {
+                        name: name.clone(),
+                        needed: size as u64,
+                        free: shm_free_bytes().unwrap_or(0),
+                    });
+                }
+                Err(e) => return Err(os("posix_fallocate", e)),
+            }
+            let base = map(&fd, size, Access::ReadWrite).map_err(|e| os("mmap", e))?;
+            Ok(base)
+        })();
+        let base = match result {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = unlink(&name);
+                return Err(e);
+            }
+        };
+        let seg = Segment {
+            name,
+            fd,
+            base,
+            len: size,
+            access: Access::ReadWrite,
+        };
+        seg.header().write_fields(
+            spec.part,
+            spec.version,
+            size as u64,
+            spec.fingerprint,
+            std::process::id(),
+            crate::procinfo::own_start_ticks(),
+        );
+        init(&seg);
+        seg.header().publish();
+        Ok(seg)
+    }
+
+    /// Opens and validates segment `part` of `run`. Waits up to `init_wait`
+    /// for a segment whose creator is still initialising it.
+    pub fn open(
+        run: &RunName,
+        spec: &SegmentSpec,
+        access: Access,
+        init_wait: Duration,
+    ) -> Result<Segment, OpenError> {
+        let name = run.segment(spec.part);
+        let os = |op, errno| OpenError::Os {
+            name: name.clone(),
+            op,
+            errno,
+        };
+        let flags = match access {
+            Access::ReadWrite => OFlag::O_RDWR,
+            Access::ReadOnly => OFlag::O_RDONLY,
+        } | OFlag::O_CLOEXEC;
+        let fd = match shm_open(shm_path(&name).as_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Err(OpenError::NotFound { name }),
+            Err(e) => return Err(os("shm_open", e)),
+        };
+        let st = fstat(fd.as_fd()).map_err(|e| os("fstat", e))?;
+        let euid = nix::unistd::geteuid().as_raw();
+        if st.st_uid != euid {
+            return Err(OpenError::WrongOwner {
+                name,
+                found: st.st_uid,
+                expected: euid,
+            });
+        }
+        let mode = st.st_mode & 0o7777;
+        if mode != 0o600 {
+            return Err(OpenError::WrongMode { name, found: mode });
+        }
+        let file_size = st.st_size.max(0) as u64;
+        if file_size < HEADER_SIZE as u64 {
+            return Err(OpenError::TooSmall {
+                name,
+                size: file_size,
+            });
+        }
+        if file_size > isize::MAX as u64 / 2 {
+            return Err(OpenError::SizeMismatch {
+                name,
+                field: "file size",
+                found: file_size,
+                expected: spec.size.unwrap_or(0) as u64,
+            });
+        }
+        let len = file_size as usize;
+        let base = map(&fd, len, access).map_err(|e| os("mmap", e))?;
+        let seg = Segment {
+            name,
+            fd,
+            base,
+            len,
+            access,
+        };
+        seg.validate(spec, init_wait)?;
+        Ok(seg)
+    }
+
+    fn validate(&self, spec: &SegmentSpec, init_wait: Duration) -> Result<(), OpenError> {
+        let name = || self.name.clone();
+        let start = Instant::now();
+        let mut magic = self.header().magic();
+        while magic == 0 {
+            if start.elapsed() >= init_wait {
+                return Err(OpenError::NotInitialized {
+                    name: name(),
+                    waited: init_wait,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            magic = self.header().magic();
+        }
+        let h = self.header().fields();
+        if h.magic != MAGIC {
+            return Err(OpenError::BadMagic {
+                name: name(),
+                found: h.magic,
+            });
+        }
+        if h.header_size as usize != HEADER_SIZE {
+            return Err(OpenError::FieldMismatch {
+                name: name(),
+                field: "header_size",
+                found: h.header_size.to_string(),
+                expected: HEADER_SIZE.to_string(),
+            });
+        }
+        if h.kind != spec.part {
+            return Err(OpenError::FieldMismatch {
+                name: name(),
+                field: "kind",
+                found: format!("{:?}", h.kind),
+                expected: format!("{:?}", spec.part),
+            });
+        }
+        if h.layout_version != spec.version {
+            return Err(OpenError::VersionMismatch {
+                name: name(),
+                found: h.layout_version,
+                expected: spec.version,
+            });
+        }
+        if h.fingerprint != spec.fingerprint {
+            return Err(OpenError::FingerprintMismatch {
+                name: name(),
+                found: h.fingerprint,
+                expected: spec.fingerprint,
+            });
+        }
+        if h.total_size != self.len as u64 {
+            return Err(OpenError::SizeMismatch {
+                name: name(),
+                field: "header field total_size",
+                found: h.total_size,
+                expected: self.len as u64,
+            });
+        }
+        if let Some(want) = spec.size
+            && want != self.len
+        {
+            return Err(OpenError::SizeMismatch {
+                name: name(),
+                field: "file size",
+                found: self.len as u64,
+                expected: want as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Segment name as listed in /dev/shm.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Mapped length in bytes (= file size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Always false: a segment holds at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    /// How the segment is mapped.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+    /// The descriptor (for liveness locks).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The header.
+    pub fn header(&self) -> &SegmentHeader {
+        // SAFETY: `len >= HEADER_SIZE` and the base is page aligned, so a
+        // SegmentHeader (128 bytes, align 128) fits at offset 0; it is
+        // ShmSafe, so a shared reference to it is sound under concurrent
+        // writes by other processes.
+        unsafe { self.base.cast::<SegmentHeader>().as_ref() }
+    }
+
+    /// A shared view of a `T` at byte `offset`, bounds- and alignment-checked.
+    pub fn view<T: ShmSafe>(&self, offset: usize) -> Result<&T, OutOfBounds> {
+        let size = std::mem::size_of::<T>();
+        let end = offset.checked_add(size);
+        match end {
+            Some(end) if end <= self.len && offset % std::mem::align_of::<T>() == 0 => {
+                // SAFETY: `offset..end` is inside the mapping, so the offset
+                // pointer stays in bounds.
+                let p = unsafe { self.base.add(offset) }.cast::<T>();
+                // SAFETY: `p` is in the mapping and aligned for T (the base
+                // is page aligned); T is ShmSafe: valid for every bit pattern
+                // and only accessed through atomics or volatile copies, so a
+                // shared reference is sound while other processes write the
+                // same bytes. The reference borrows `self`, which keeps the
+                // mapping alive.
+                Ok(unsafe { p.as_ref() })
+            }
+            _ => Err(OutOfBounds {
+                name: self.name.clone(),
+                offset,
+                end: end.unwrap_or(usize::MAX),
+                len: self.len,
+            }),
+        }
+    }
+
+    /// The view of a `T` right after the header: a segment's fixed body.
+    pub fn body<T: ShmSafe>(&self) -> Result<&T, OutOfBounds> {
+        self.view(HEADER_SIZE)
+    }
+
+    /// A raw byte range, bounds-checked.
+    pub fn region(&self, offset: usize, len: usize) -> Result<Region<'_>, OutOfBounds> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(Region {
+                // SAFETY: offset <= len of the mapping, so the result is in
+                // bounds (or one past the end for an empty range) and
+                // non-null.
+                ptr: unsafe { self.base.add(offset) },
+                len,
+                _seg: std::marker::PhantomData,
+            }),
+            end => Err(OutOfBounds {
+                name: self.name.clone(),
+                offset,
+                end: end.unwrap_or(usize::MAX),
+                len: self.len,
+            }),
+        }
+    }
+}
+
+fn map(fd: &OwnedFd, len: usize, access: Access) -> Result<NonNull<u8>, Errno> {
+    let prot = match access {
+        Access::ReadWrite => ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        Access::ReadOnly => ProtFlags::PROT_READ,
+    };
+    let len = std::num::NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+    // SAFETY: a fresh mapping chosen by the kernel (no address hint), of a
+    // file we hold open; it aliases no Rust object.
+    let p = unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, fd.as_fd(), 0)? };
+    Ok(p.cast())
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping made in create/open;
+        // every reference into it borrows `self`, so none outlives this.
+        let _ = unsafe { munmap(self.base.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::Param64;
+    use crate::shm::layout::Fingerprint;
+
+    fn spec(size: usize) -> SegmentSpec {
+        SegmentSpec {
+            part: "unit",
+            version: 3,
+            fingerprint: Fingerprint::new("unit").num(size).finish(),
+            size: Some(size),
+        }
+    }
+
+    fn run(tag: &str) -> RunName {
+        RunName::new(&format!("ut-{tag}-{}", std::process::id())).unwrap()
+    }
+
+    #[test]
+    fn create_open_round_trip() {
+        let r = run("rt");
+        let s = spec(4096);
+        let seg = Segment::create(&r, &s, |seg| {
+            seg.body::<Param64>().unwrap().set(42);
+        })
+        .unwrap();
+        let other = Segment::open(&r, &s, Access::ReadOnly, Duration::from_millis(10)).unwrap();
+        assert_eq!(other.body::<Param64>().unwrap().get(), 42);
+        assert_eq!(other.header().fields().creator_pid, std::process::id());
+        assert!(matches!(
+            Segment::create(&r, &s, |_| {}),
+            Err(CreateError::AlreadyExists { .. })
+        ));
+        assert!(seg.view::<Param64>(4096).is_err());
+        assert!(seg.view::<Param64>(4092).is_err());
+        assert!(seg.view::<Param64>(131).is_err());
+        assert!(seg.region(4000, 97).is_err());
+        unlink(seg.name()).unwrap();
+    }
+}
