@@ -10,5 +10,12 @@
 //! - [`bench`]: `forkring bench`.
 //! - [`cli`]: the command line.
 
+pub mod cli;
+pub mod error;
+pub mod image;
+pub mod ops;
+pub mod outfile;
 pub mod procinfo;
+pub mod settings;
 pub mod shm;
+pub mod supervisor;

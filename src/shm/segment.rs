@@ -282,6 +282,18 @@ impl Region<'_> {
     }
 }
 
+#[cfg(test)]
+impl Region<'_> {
+    /// A region over memory owned by a test (the test keeps it alive).
+    pub(crate) fn from_raw_for_tests(ptr: *mut u8, len: usize) -> Self {
+        Region {
+            ptr: NonNull::new(ptr).expect("non-null test buffer"),
+            len,
+            _seg: std::marker::PhantomData,
+        }
+    }
+}
+
 fn mib(bytes: u64) -> String {
     let m = bytes as f64 / (1024.0 * 1024.0);
     if m >= 10.0 {
@@ -307,6 +319,16 @@ pub fn unlink(name: &str) -> Result<(), Errno> {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Opens the segment file `name` (as listed in /dev/shm) without any
+/// validation, read-write, for lock probes on segments that may be corrupt.
+pub fn open_raw(name: &str) -> Result<OwnedFd, Errno> {
+    shm_open(
+        shm_path(name).as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// Whether the segment file `name` exists.

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::cell::ShmSafe;
-use super::wait::{FutexCell, SpinPolicy, TimedOut};
+use super::wait::{Deadline, FutexCell, SpinPolicy, TimedOut};
 
 /// A counting semaphore. The word is the count.
 ///
@@ -32,7 +32,11 @@ impl Semaphore {
     }
 
     /// Takes one from the count, sleeping while it is zero, until `deadline`.
-    pub fn wait(&self, policy: SpinPolicy, deadline: Instant) -> Result<(), TimedOut> {
+    pub fn wait(&self, policy: SpinPolicy, deadline: impl Into<Deadline>) -> Result<(), TimedOut> {
+        let deadline = match deadline.into() {
+            Deadline::After(d) => Deadline::At(Instant::now() + d),
+            at => at,
+        };
         loop {
             if self.try_wait() {
                 return Ok(());

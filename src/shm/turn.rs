@@ -8,10 +8,8 @@
 //! Users may therefore make the published sequence their commit point (the
 //! image job does).
 
-use std::time::Instant;
-
 use super::cell::{CachePadded, ShmSafe};
-use super::wait::{FutexCell, SpinPolicy, TimedOut};
+use super::wait::{Deadline, FutexCell, SpinPolicy, TimedOut};
 
 /// One of the two parties of a [`Turn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,7 +79,7 @@ impl Turn {
         party: Party,
         mut give_up: impl FnMut(u32) -> bool,
         policy: SpinPolicy,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<TurnWait, TimedOut> {
         let mut gave_up = false;
         let seq = self.seq.wait_until(
@@ -131,7 +129,7 @@ impl Turn {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn parity() {

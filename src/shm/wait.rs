@@ -14,7 +14,10 @@ use super::futex;
 /// stealing the time slice its peer needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpinPolicy {
-    /// Busy-poll for at most this long.
+    /// First, this many tight polls with no PAUSE and no clock read: a
+    /// handoff on the other core is seen as soon as its cache line arrives.
+    pub polls: u32,
+    /// Then poll with PAUSE for at most this long (measured by the clock).
     pub spin: Duration,
     /// Then call `sched_yield` at most this many times.
     pub yields: u32,
@@ -23,14 +26,48 @@ pub struct SpinPolicy {
 impl SpinPolicy {
     /// Sleep at once: for waits that are long by nature (a 1 kHz stream).
     pub const SLEEP: SpinPolicy = SpinPolicy {
+        polls: 0,
         spin: Duration::ZERO,
         yields: 0,
     };
     /// For handoffs that normally complete in well under a microsecond.
     pub const HANDOFF: SpinPolicy = SpinPolicy {
+        polls: 4096,
         spin: Duration::from_micros(50),
         yields: 8,
     };
+}
+
+/// When a wait gives up: at an instant, or after a duration counted from the
+/// first time the wait reads the clock (after its tight polls), so that the
+/// fast path never reads the clock at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// At this instant.
+    At(Instant),
+    /// This long after the wait starts spinning with the clock.
+    After(Duration),
+}
+
+impl From<Instant> for Deadline {
+    fn from(i: Instant) -> Self {
+        Deadline::At(i)
+    }
+}
+
+impl From<Duration> for Deadline {
+    fn from(d: Duration) -> Self {
+        Deadline::After(d)
+    }
+}
+
+impl Deadline {
+    fn resolve(self, now: Instant) -> Instant {
+        match self {
+            Deadline::At(i) => i,
+            Deadline::After(d) => now + d,
+        }
+    }
 }
 
 /// The deadline passed before the condition held. Carries the last value seen.
@@ -157,14 +194,22 @@ impl FutexCell {
         &self,
         mut done: impl FnMut(u32) -> bool,
         policy: SpinPolicy,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<u32, TimedOut> {
         let mut v = self.load();
         if done(v) {
             return Ok(v);
         }
+        for _ in 0..policy.polls {
+            v = self.load();
+            if done(v) {
+                return Ok(v);
+            }
+        }
+        let start = Instant::now();
+        let deadline = deadline.into().resolve(start);
         if !policy.spin.is_zero() {
-            let spin_end = Instant::now() + policy.spin;
+            let spin_end = start + policy.spin;
             'spin: loop {
                 for _ in 0..64 {
                     spin_loop();
@@ -212,7 +257,7 @@ impl FutexCell {
         &self,
         seen: u32,
         policy: SpinPolicy,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<u32, TimedOut> {
         self.wait_until(|v| v != seen, policy, deadline)
     }
@@ -251,7 +296,7 @@ impl Flag {
     }
     /// Sleeps until the flag is raised or `deadline` passes. Returns whether
     /// it is raised.
-    pub fn wait(&self, deadline: Instant) -> bool {
+    pub fn wait(&self, deadline: impl Into<Deadline>) -> bool {
         self.0
             .wait_until(|v| v != 0, SpinPolicy::SLEEP, deadline)
             .is_ok()

@@ -1,0 +1,137 @@
+//! The image job as the supervisor sees it: progress and the final handoff.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::error::Failure;
+use crate::outfile::{encode_png, write_atomic};
+use crate::settings::ImageSettings;
+use crate::shm::{Access, RunName};
+use crate::supervisor::job::{HandoffContext, JobHost, Progress};
+use crate::supervisor::role::Role;
+
+use super::history::{self, HistoryHeader};
+use super::layout::{self, ImageSegmentError, ImageSegments};
+
+/// The image job's segments, held by the supervisor.
+#[derive(Debug)]
+pub struct ImageHost {
+    segs: ImageSegments,
+}
+
+impl ImageHost {
+    /// Creates the segments of a new run.
+    pub fn create(run: &RunName, s: &ImageSettings) -> Result<Self, ImageSegmentError> {
+        Ok(ImageHost {
+            segs: ImageSegments::create(run, s)?,
+        })
+    }
+    /// Opens the segments of an existing run.
+    pub fn open(
+        run: &RunName,
+        s: &ImageSettings,
+        access: Access,
+    ) -> Result<Self, ImageSegmentError> {
+        Ok(ImageHost {
+            segs: ImageSegments::open(run, s, access)?,
+        })
+    }
+    /// The segments.
+    pub fn segments(&self) -> &ImageSegments {
+        &self.segs
+    }
+}
+
+impl JobHost for ImageHost {
+    fn name(&self) -> &'static str {
+        "image"
+    }
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Ping, Role::Pong]
+    }
+    fn kick(&self) {
+        if let Ok(v) = self.segs.view() {
+            v.ctl.turn.kick();
+        }
+    }
+    fn request_finish(&self) {
+        // The image finishes by itself; an early end is a stop request.
+    }
+    fn is_complete(&self) -> bool {
+        self.segs
+            .view()
+            .map(|v| v.ctl.turn.seq() >= v.n)
+            .unwrap_or(false)
+    }
+    fn progress(&self) -> Progress {
+        let s = self.segs.settings();
+        match self.segs.view() {
+            Ok(v) => Progress::Image {
+                iteration: v.ctl.turn.seq().min(v.n) as u64,
+                total: v.n as u64,
+                redone: [v.ctl.stats[0].redone.get(), v.ctl.stats[1].redone.get()],
+            },
+            Err(_) => Progress::Image {
+                iteration: 0,
+                total: s.pixels() as u64,
+                redone: [0, 0],
+            },
+        }
+    }
+    fn shm_bytes(&self) -> u64 {
+        layout::shm_bytes(self.segs.settings())
+    }
+    fn handoff(&self, out: &Path, ctx: &HandoffContext) -> Result<serde_json::Value, Failure> {
+        let v = self.segs.view()?;
+        let count = v.ctl.turn.seq();
+        if count > v.n {
+            return Err(Failure::runtime(format!(
+                "segment {}: field turn (iteration) is {count}, more than {} pixels; the run is corrupt",
+                self.segs.names()[0],
+                v.n
+            )));
+        }
+        let png = write_atomic(&out.join("image.png"), |w| {
+            encode_png(w, v.width, v.height, &v.pixels.to_vec())
+        })?;
+        let header = HistoryHeader {
+            width: v.width,
+            height: v.height,
+            seed: v.seed,
+            count: count as u64,
+        };
+        let hist = write_atomic(&out.join("history.bin"), |w| {
+            history::write(w, header, |i| {
+                let i = i as u32;
+                match (v.positions.get(i), v.colours.get(i)) {
+                    (Some(p), Some(c)) if p < v.n => Ok((p, c)),
+                    (p, _) => Err(std::io::Error::other(format!(
+                        "segment history: field positions[{i}] is {p:?}, not a position below {}; the run is corrupt",
+                        v.n
+                    ))),
+                }
+            })
+        })?;
+        let complete = count == v.n;
+        Ok(json!({
+            "width": v.width,
+            "height": v.height,
+            "size": format!("{}x{}", v.width, v.height),
+            "seed": v.seed,
+            "iterations": count,
+            "complete": complete,
+            "seconds": ctx.seconds,
+            "iterations_per_second": if ctx.seconds > 0.0 { count as f64 / ctx.seconds } else { 0.0 },
+            "redone": { "ping": v.ctl.stats[0].redone.get(), "pong": v.ctl.stats[1].redone.get() },
+            "shm_bytes": self.shm_bytes(),
+            "files": {
+                "image.png": { "bytes": png.bytes, "sha256": png.sha256 },
+                "history.bin": { "bytes": hist.bytes, "sha256": hist.sha256 },
+            },
+        }))
+    }
+    fn segment_names(&self) -> Vec<String> {
+        self.segs.names().iter().map(|s| s.to_string()).collect()
+    }
+}

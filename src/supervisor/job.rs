@@ -1,0 +1,75 @@
+//! What the supervisor needs from a job.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Failure;
+
+use super::role::Role;
+
+/// A job's progress, sampled from its segments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Progress {
+    /// The image job.
+    Image {
+        /// Committed iterations.
+        iteration: u64,
+        /// Iterations of a complete image.
+        total: u64,
+        /// Half-done iterations redone after restarts (ping, pong).
+        redone: [u64; 2],
+    },
+    /// The stream job.
+    Stream {
+        /// Sequence numbers used (including dropped ones).
+        produced: u64,
+        /// Vectors the consumer received.
+        received: u64,
+        /// Vectors dropped by `--noise`.
+        dropped: u64,
+        /// Vectors filled in by interpolation.
+        extrapolated: u64,
+        /// Batches written.
+        batches: u64,
+        /// Sliding-window rate mean (vectors/s), if known.
+        rate_mean: Option<f64>,
+        /// Sliding-window rate standard deviation, if known.
+        rate_std: Option<f64>,
+        /// Whether the producer has finished.
+        producer_done: bool,
+    },
+}
+
+/// Facts the handoff records beside each job's own figures.
+#[derive(Debug, Clone)]
+pub struct HandoffContext {
+    /// Seconds the run has worked, over all supervisors.
+    pub seconds: f64,
+}
+
+/// A job as seen by the supervisor.
+pub trait JobHost: std::fmt::Debug {
+    /// "image" or "stream".
+    fn name(&self) -> &'static str;
+    /// The roles the job runs.
+    fn roles(&self) -> &'static [Role];
+    /// Wakes every process sleeping on one of the job's futex words, so that
+    /// it re-checks the stop flag.
+    fn kick(&self);
+    /// Asks the job to finish on its own terms (the stream drains its ring);
+    /// used when the run ends for a reason other than a stop request.
+    fn request_finish(&self);
+    /// Whether the job has done all its work.
+    fn is_complete(&self) -> bool;
+    /// Current progress.
+    fn progress(&self) -> Progress;
+    /// Shared-memory bytes of the job's segments.
+    fn shm_bytes(&self) -> u64;
+    /// Writes the job's result files into `out` (atomically) and returns
+    /// its section of `summary.json`. Called once every role has exited.
+    fn handoff(&self, out: &Path, ctx: &HandoffContext) -> Result<serde_json::Value, Failure>;
+    /// Names of the job's segments.
+    fn segment_names(&self) -> Vec<String>;
+}

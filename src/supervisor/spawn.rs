@@ -1,0 +1,61 @@
+//! Starting role processes: fork + exec of our own executable.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::shm::RunName;
+
+use super::role::Role;
+
+/// Environment variables a role must not inherit: they belong to the
+/// supervisor's conversation with systemd.
+pub const SUPERVISOR_ONLY_ENV: [&str; 4] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+];
+
+/// Starts `role` of `run` as `/proc/self/exe <role> --run <run>` and returns
+/// its pid. The child:
+/// - is in its own process group, so a terminal's Ctrl-C reaches only the
+///   supervisor, which then stops the roles in order;
+/// - gets SIGKILL when the supervisor dies (`PR_SET_PDEATHSIG`), and
+///   re-checks its parent right after setting that, closing the race with a
+///   supervisor that died during the fork;
+/// - does not inherit systemd's notify/watchdog variables.
+///
+/// Must be called from the supervisor's main thread: the death signal fires
+/// when the *thread* that forked the child exits.
+pub fn spawn_role(role: Role, run: &RunName) -> io::Result<u32> {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("forkring")
+        .arg(role.name())
+        .arg("--run")
+        .arg(run.as_str())
+        .stdin(Stdio::null())
+        .process_group(0);
+    for v in SUPERVISOR_ONLY_ENV {
+        cmd.env_remove(v);
+    }
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (prctl, getppid); it allocates nothing
+    // (the error is built from a raw errno).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    };
+    let child = cmd.spawn()?;
+    // We reap with waitpid(-1) in the supervisor loop; dropping `Child`
+    // neither waits nor kills.
+    Ok(child.id())
+}
