@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{CmdResult, Failure};
-use crate::settings::{self, ImageSettings, RunSettings};
+use crate::settings::{
+    self, Distribution, ImageSettings, Noise, Rate, RunSettings, StreamFormat, StreamSettings,
+};
 use crate::shm::RunName;
 use crate::shm::turn::Party;
 use crate::supervisor::policy::RestartPolicy;
@@ -47,6 +49,12 @@ pub enum Command {
     Ping(RoleArgs),
     /// Image role for odd iterations (normally started by `run`).
     Pong(RoleArgs),
+    /// Stream role that generates vectors into the ring (normally started by
+    /// `run`; options, if given, must match the run's).
+    Producer(ProducerArgs),
+    /// Stream role that analyses the vectors (normally started by `run`;
+    /// options, if given, must match the run's).
+    Consumer(ConsumerArgs),
     /// Show runs in /dev/shm: supervisor, roles, restarts, progress.
     Status(StatusArgs),
     /// Remove the segments of runs whose supervisor is dead.
@@ -54,6 +62,11 @@ pub enum Command {
     /// Write the results of a run whose handoff failed, then remove its
     /// segments.
     Handoff(HandoffArgs),
+    /// Draw the image as it was after N iterations, from a history.bin.
+    Render(RenderArgs),
+    /// Check a result directory: positions and colours unique, image.png
+    /// equal to the replayed history, checksums as in summary.json.
+    Verify(VerifyArgs),
 }
 
 /// Options of `forkring run`.
@@ -67,13 +80,31 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// Image size: N (square) or WxH; at most 2^24 pixels
-    #[arg(long, default_value = "4096", value_parser = settings::parse_size, help_heading = "Image job")]
-    pub size: (u32, u32),
+    /// Jobs to run, comma-separated; with both, the stream ends when the
+    /// image is complete [default: image,stream]
+    #[arg(long, value_delimiter = ',', value_name = "JOBS")]
+    pub jobs: Vec<JobKind>,
 
     /// Seed of every random choice [default: random, recorded in summary.json]
-    #[arg(long, help_heading = "Image job")]
+    #[arg(long)]
     pub seed: Option<u64>,
+
+    /// Image size: N (square) or WxH; at most 2^24 pixels [default: 4096]
+    #[arg(long, value_parser = settings::parse_size, help_heading = "Image job")]
+    pub size: Option<(u32, u32)>,
+
+    #[command(flatten)]
+    pub vector: VectorOpts,
+
+    #[command(flatten)]
+    pub producer: ProducerOpts,
+
+    #[command(flatten)]
+    pub consumer: ConsumerOpts,
+
+    /// Ring capacity in slots, a power of two [default: 4096]
+    #[arg(long, value_parser = parse_ring_slots, help_heading = "Stream job")]
+    pub ring_slots: Option<u32>,
 
     /// Stop the run after this many seconds (results are handed off)
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, help_heading = "Supervision")]
@@ -100,12 +131,145 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+/// The jobs a run can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JobKind {
+    /// ping and pong paint an all-RGB image.
+    Image,
+    /// producer and consumer stream vectors through a ring.
+    Stream,
+}
+
+/// The shape of the stream's vectors (shared by producer and consumer).
+#[derive(Debug, Clone, Default, Args)]
+pub struct VectorOpts {
+    /// Float32 values per vector [default: 50]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536), help_heading = "Stream job")]
+    pub dim: Option<u32>,
+}
+
+/// Producer options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProducerOpts {
+    /// Distribution of the values [default: normal]
+    #[arg(long, value_enum, help_heading = "Stream job")]
+    pub distribution: Option<Distribution>,
+    /// Vectors per second on a drift-free schedule, or `max` [default: 1000]
+    #[arg(long, value_parser = parse_rate, help_heading = "Stream job")]
+    pub rate: Option<Rate>,
+    /// Stop after this many sequence numbers (dropped ones included)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Stream job")]
+    pub count: Option<u64>,
+    /// Simulate dropouts: drop a vector every X seconds, X uniform in
+    /// [--noise-low, --noise-high]
+    #[arg(long, help_heading = "Stream job")]
+    pub noise: bool,
+    /// Shortest time between dropouts, seconds [default: 2]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive, help_heading = "Stream job")]
+    pub noise_low: Option<f64>,
+    /// Longest time between dropouts, seconds [default: 3]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive, help_heading = "Stream job")]
+    pub noise_high: Option<f64>,
+    /// Consecutive vectors dropped each time [default: 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Stream job")]
+    pub noise_burst: Option<u32>,
+}
+
+/// Consumer options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConsumerOpts {
+    /// Vectors per statistics batch, filled-in ones included [default: 100]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Stream job")]
+    pub batch: Option<u32>,
+    /// Intervals in the sliding rate window [default: 100]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000), help_heading = "Stream job")]
+    pub rate_window: Option<u32>,
+    /// Seconds between rate log lines [default: 1]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive, help_heading = "Stream job")]
+    pub rate_interval: Option<f64>,
+    /// Output: stream.jsonl (one JSON object per batch) or stream.txt
+    /// (matrices and tables) [default: jsonl]
+    #[arg(long, value_enum, help_heading = "Stream job")]
+    pub format: Option<StreamFormat>,
+}
+
+impl VectorOpts {
+    fn given(&self) -> bool {
+        self.dim.is_some()
+    }
+}
+impl ProducerOpts {
+    fn given(&self) -> bool {
+        self.distribution.is_some()
+            || self.rate.is_some()
+            || self.count.is_some()
+            || self.noise
+            || self.noise_low.is_some()
+            || self.noise_high.is_some()
+            || self.noise_burst.is_some()
+    }
+    /// The noise settings, validated.
+    fn noise(&self) -> Result<Option<Noise>, Failure> {
+        let low = self.noise_low.unwrap_or(2.0);
+        let high = self.noise_high.unwrap_or(3.0);
+        if low > high {
+            return Err(Failure::usage(format!(
+                "--noise-low {low} is above --noise-high {high}; the interval between dropouts is drawn from [low, high]"
+            )));
+        }
+        let detail =
+            self.noise_low.is_some() || self.noise_high.is_some() || self.noise_burst.is_some();
+        if detail && !self.noise {
+            return Err(Failure::usage(
+                "--noise-low/--noise-high/--noise-burst only apply with --noise; add --noise to simulate dropouts",
+            ));
+        }
+        Ok(self.noise.then_some(Noise {
+            low,
+            high,
+            burst: self.noise_burst.unwrap_or(1),
+        }))
+    }
+}
+impl ConsumerOpts {
+    fn given(&self) -> bool {
+        self.batch.is_some()
+            || self.rate_window.is_some()
+            || self.rate_interval.is_some()
+            || self.format.is_some()
+    }
+}
+
 /// Options of a role started by hand.
 #[derive(Debug, Args)]
 pub struct RoleArgs {
     /// The run to join (see `forkring status`)
     #[arg(long, value_parser = parse_run_name)]
     pub run: RunName,
+}
+
+/// Options of `forkring producer`.
+#[derive(Debug, Args)]
+pub struct ProducerArgs {
+    /// The run to join (see `forkring status`)
+    #[arg(long, value_parser = parse_run_name)]
+    pub run: RunName,
+    #[command(flatten)]
+    pub vector: VectorOpts,
+    #[command(flatten)]
+    pub opts: ProducerOpts,
+}
+
+/// Options of `forkring consumer`.
+#[derive(Debug, Args)]
+pub struct ConsumerArgs {
+    /// The run to join (see `forkring status`)
+    #[arg(long, value_parser = parse_run_name)]
+    pub run: RunName,
+    #[command(flatten)]
+    pub vector: VectorOpts,
+    #[command(flatten)]
+    pub opts: ConsumerOpts,
 }
 
 /// Options of `forkring status`.
@@ -141,8 +305,50 @@ pub struct HandoffArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Options of `forkring render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The history file (DIR/history.bin of a run)
+    pub history: PathBuf,
+    /// Iterations to apply, from 0 (black) to all [default: all]
+    #[arg(long, short)]
+    pub iteration: Option<u64>,
+    /// PNG file to write
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+/// Options of `forkring verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A run's result directory (its --out)
+    pub dir: PathBuf,
+}
+
 fn parse_run_name(s: &str) -> Result<RunName, String> {
     RunName::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    s.parse()
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s} must be a positive number"));
+    }
+    Ok(v)
+}
+
+fn parse_ring_slots(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if !v.is_power_of_two() || !(2..=1 << 24).contains(&v) {
+        return Err(format!("{v} slots: give a power of two from 2 to 16777216"));
+    }
+    Ok(v)
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -172,24 +378,51 @@ fn random_seed() -> u64 {
 
 impl RunArgs {
     fn options(&self) -> Result<RunOptions, Failure> {
-        let out = self
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("forkring-out").join(self.name.as_str()));
-        let out = crate::outfile::prepare_dir(&out).map_err(|e| {
-            Failure::runtime(format!("{e}; choose a writable directory with --out"))
-        })?;
-        let seed = self.seed.unwrap_or_else(random_seed);
-        let (width, height) = self.size;
-        let settings = RunSettings {
-            out,
-            image: Some(ImageSettings {
-                width,
-                height,
-                seed,
-            }),
-            stream: None,
+        let jobs = if self.jobs.is_empty() {
+            vec![JobKind::Image, JobKind::Stream]
+        } else {
+            self.jobs.clone()
         };
+        let image = jobs.contains(&JobKind::Image);
+        let stream = jobs.contains(&JobKind::Stream);
+        if !image && self.size.is_some() {
+            return Err(Failure::usage(
+                "--size applies to the image job, which is not in --jobs",
+            ));
+        }
+        let stream_opts = self.vector.given()
+            || self.producer.given()
+            || self.consumer.given()
+            || self.ring_slots.is_some();
+        if !stream && stream_opts {
+            return Err(Failure::usage(
+                "stream options were given, but the stream job is not in --jobs",
+            ));
+        }
+        // Validate before anything touches the file system or /dev/shm.
+        let noise = self.producer.noise()?;
+        let seed = self.seed.unwrap_or_else(random_seed);
+        let (width, height) = self.size.unwrap_or((4096, 4096));
+        let image = image.then_some(ImageSettings {
+            width,
+            height,
+            seed,
+        });
+        let stream = stream.then(|| StreamSettings {
+            dim: self.vector.dim.unwrap_or(50),
+            distribution: self.producer.distribution.unwrap_or(Distribution::Normal),
+            rate: self.producer.rate.unwrap_or(Rate::Hz(1000.0)),
+            count: self.producer.count,
+            noise,
+            batch: self.consumer.batch.unwrap_or(100),
+            rate_window: self.consumer.rate_window.unwrap_or(100),
+            rate_interval: self.consumer.rate_interval.unwrap_or(1.0),
+            format: self.consumer.format.unwrap_or(StreamFormat::Jsonl),
+            ring_slots: self.ring_slots.unwrap_or(4096),
+            seed,
+        });
+        let out = out_dir(&self.out, &self.name)?;
+        let settings = RunSettings { out, image, stream };
         Ok(RunOptions {
             name: self.name.clone(),
             settings,
@@ -205,14 +438,130 @@ impl RunArgs {
     }
 }
 
+/// Resolves and checks the output directory (creating it if needed).
+fn out_dir(out: &Option<PathBuf>, name: &RunName) -> Result<PathBuf, Failure> {
+    let out = out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("forkring-out").join(name.as_str()));
+    crate::outfile::prepare_dir(&out)
+        .map_err(|e| Failure::runtime(format!("{e}; choose a writable directory with --out")))
+}
+
+/// A role's options must agree with the run it joins: the run's recorded
+/// settings are the single source of truth.
+fn check_role_options(
+    role: &str,
+    run: &RunName,
+    given: &[(&str, Option<String>, String)],
+) -> Result<(), Failure> {
+    for (flag, value, recorded) in given {
+        if let Some(v) = value
+            && v != recorded
+        {
+            return Err(Failure::usage(format!(
+                "{role} {flag} {v} differs from run {run}, which has {flag} {recorded}; a role takes its settings from the run it joins, so omit the option"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn run_stream_settings(run: &RunName) -> Result<StreamSettings, Failure> {
+    let c = crate::supervisor::control::Control::open(run, crate::shm::Access::ReadOnly)?;
+    c.settings()
+        .stream
+        .clone()
+        .ok_or_else(|| Failure::usage(format!("run {run} has no stream job")))
+}
+
+fn producer_role(a: &ProducerArgs) -> CmdResult {
+    let s = run_stream_settings(&a.run)?;
+    let noise = a.opts.noise()?;
+    let dist = |d: Distribution| format!("{d:?}").to_lowercase();
+    check_role_options(
+        "producer",
+        &a.run,
+        &[
+            (
+                "--dim",
+                a.vector.dim.map(|d| d.to_string()),
+                s.dim.to_string(),
+            ),
+            (
+                "--distribution",
+                a.opts.distribution.map(dist),
+                dist(s.distribution),
+            ),
+            (
+                "--rate",
+                a.opts.rate.map(|r| r.to_string()),
+                s.rate.to_string(),
+            ),
+            (
+                "--count",
+                a.opts.count.map(|c| c.to_string()),
+                format!("{:?}", s.count)
+                    .replace("Some(", "")
+                    .replace(')', ""),
+            ),
+            (
+                "--noise",
+                a.opts.noise.then(|| format!("{noise:?}")),
+                format!("{:?}", s.noise),
+            ),
+        ],
+    )?;
+    crate::stream::producer::run(&a.run)
+}
+
+fn consumer_role(a: &ConsumerArgs) -> CmdResult {
+    let s = run_stream_settings(&a.run)?;
+    check_role_options(
+        "consumer",
+        &a.run,
+        &[
+            (
+                "--dim",
+                a.vector.dim.map(|d| d.to_string()),
+                s.dim.to_string(),
+            ),
+            (
+                "--batch",
+                a.opts.batch.map(|b| b.to_string()),
+                s.batch.to_string(),
+            ),
+            (
+                "--rate-window",
+                a.opts.rate_window.map(|w| w.to_string()),
+                s.rate_window.to_string(),
+            ),
+            (
+                "--rate-interval",
+                a.opts.rate_interval.map(|i| i.to_string()),
+                s.rate_interval.to_string(),
+            ),
+            (
+                "--format",
+                a.opts.format.map(|f| format!("{f:?}").to_lowercase()),
+                format!("{:?}", s.format).to_lowercase(),
+            ),
+        ],
+    )?;
+    crate::stream::consumer::run(&a.run)
+}
+
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Run(a) => crate::supervisor::run::run(a.options()?),
         Command::Ping(a) => crate::image::role::run(&a.run, Party::Even),
         Command::Pong(a) => crate::image::role::run(&a.run, Party::Odd),
+        Command::Producer(a) => producer_role(&a),
+        Command::Consumer(a) => consumer_role(&a),
         Command::Status(a) => crate::ops::status(a.name.as_ref(), a.json),
         Command::Clean(a) => crate::ops::clean(a.name.as_ref(), a.dry_run),
         Command::Handoff(a) => crate::ops::handoff(&a.run, a.out.as_deref()),
+        Command::Render(a) => crate::image::render::render(&a.history, a.iteration, &a.out),
+        Command::Verify(a) => crate::image::render::verify(&a.dir),
     }
 }

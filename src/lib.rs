@@ -18,4 +18,5 @@ pub mod outfile;
 pub mod procinfo;
 pub mod settings;
 pub mod shm;
+pub mod stream;
 pub mod supervisor;

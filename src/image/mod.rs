@@ -13,6 +13,7 @@ pub mod arrays;
 pub mod history;
 pub mod host;
 pub mod layout;
+pub mod render;
 pub mod rng;
 pub mod role;
 pub mod step;

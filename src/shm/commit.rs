@@ -117,3 +117,152 @@ mod tests {
         assert_eq!(c.load(), (1, Rec { a: 1, b: 1 }));
     }
 }
+
+/// A crash-safe, double-buffered record of `len` bytes whose size is known
+/// only at run time (it depends on a job's parameters). Same protocol as
+/// [`Committed`]: write the scratch copy, then flip the generation.
+///
+/// Layout inside its region: the generation (8 bytes), 56 bytes of padding,
+/// copy 0 (`len` bytes), copy 1 (`len` bytes); `len` is a multiple of 8.
+#[derive(Debug, Clone, Copy)]
+pub struct CommittedBytes<'a> {
+    generation: &'a AtomicU64,
+    /// Invariant: `2 * len` bytes from here lie in the mapping, 8-aligned.
+    copies: std::ptr::NonNull<u64>,
+    /// Record length in bytes; a multiple of 8.
+    len: usize,
+}
+
+// SAFETY: the copies are only accessed by volatile word copies (see below);
+// the generation is an atomic.
+unsafe impl Send for CommittedBytes<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for CommittedBytes<'_> {}
+
+impl<'a> CommittedBytes<'a> {
+    /// Offset of copy 0 from the start of the region.
+    pub const COPIES_OFFSET: usize = 64;
+
+    /// Bytes a record of `len` bytes needs (generation, padding, 2 copies).
+    pub const fn region_bytes(len: usize) -> usize {
+        Self::COPIES_OFFSET + 2 * len
+    }
+
+    /// Views a record of `len` bytes in `region`; `None` if `len` is not a
+    /// multiple of 8 or the region is too small or misaligned.
+    pub fn new(region: super::segment::Region<'a>, len: usize) -> Option<Self> {
+        let base = region.ptr();
+        if len % 8 != 0
+            || region.len() < Self::region_bytes(len)
+            || base.as_ptr() as usize % 64 != 0
+        {
+            return None;
+        }
+        // SAFETY: the region is at least 64 bytes and 64-aligned, so an
+        // AtomicU64 fits at its start; atomics are valid for every bit
+        // pattern and may be shared with other processes. The reference
+        // lives as long as the region borrows its segment ('a).
+        let generation = unsafe { base.cast::<AtomicU64>().as_ref() };
+        let copies = base
+            .as_ptr()
+            .wrapping_add(Self::COPIES_OFFSET)
+            .cast::<u64>();
+        Some(CommittedBytes {
+            generation,
+            copies: std::ptr::NonNull::new(copies)?,
+            len,
+        })
+    }
+
+    /// Record length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the record is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn copy_ptr(&self, which: u64) -> *mut u64 {
+        self.copies
+            .as_ptr()
+            .wrapping_add((which & 1) as usize * self.len / 8)
+    }
+
+    fn read_copy(&self, which: u64, out: &mut [u64]) {
+        let src = self.copy_ptr(which);
+        for (i, w) in out.iter_mut().enumerate() {
+            // SAFETY: i < len/8, so the word is inside this copy (type
+            // invariant); a volatile read of a plain u64 from shared memory
+            // yields some u64 even if a writer races with us.
+            *w = unsafe { src.add(i).read_volatile() };
+        }
+    }
+
+    /// The committed record (for its writer, or while the writer is
+    /// stopped). `out` must hold `len / 8` words.
+    pub fn load(&self, out: &mut [u64]) -> u64 {
+        assert_eq!(out.len() * 8, self.len);
+        // SYNC POINT: acquire side of `commit`.
+        let g = self.generation.load(Ordering::Acquire);
+        self.read_copy(g, out);
+        g
+    }
+
+    /// A consistent snapshot while the writer may be running (seqlock
+    /// read); `false` if the writer kept overtaking us.
+    pub fn snapshot(&self, out: &mut [u64]) -> bool {
+        assert_eq!(out.len() * 8, self.len);
+        for _ in 0..64 {
+            // SYNC POINT: acquire side of `commit`.
+            let g = self.generation.load(Ordering::Acquire);
+            self.read_copy(g, out);
+            std::sync::atomic::fence(Ordering::Acquire);
+            if self.generation.load(Ordering::Relaxed).wrapping_sub(g) < 2 {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
+    /// Commits `value` (`len / 8` words). Single writer only.
+    pub fn commit(&self, value: &[u64]) {
+        assert_eq!(value.len() * 8, self.len);
+        let g = self.generation.load(Ordering::Relaxed);
+        let dst = self.copy_ptr(g.wrapping_add(1));
+        for (i, w) in value.iter().enumerate() {
+            // SAFETY: i < len/8, inside the scratch copy, which no reader
+            // selects until the generation store below.
+            unsafe { dst.add(i).write_volatile(*w) };
+        }
+        // SYNC POINT: release of the copy just written; acquired by `load`
+        // and `snapshot`. This store is the commit point.
+        self.generation.store(g.wrapping_add(1), Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod bytes_tests {
+    use super::*;
+    use crate::shm::segment::Region;
+
+    #[test]
+    fn commit_and_load_words() {
+        // 64-byte alignment for the test buffer.
+        let mut aligned = vec![0u8; 64 * 4];
+        let off = aligned.as_ptr().align_offset(64);
+        let region = Region::from_raw_for_tests(aligned[off..].as_mut_ptr(), 64 + 48);
+        let c = CommittedBytes::new(region, 24).unwrap();
+        let mut out = [0u64; 3];
+        assert_eq!(c.load(&mut out), 0);
+        assert_eq!(out, [0, 0, 0]);
+        c.commit(&[1, 2, 3]);
+        c.commit(&[4, 5, 6]);
+        assert_eq!(c.load(&mut out), 2);
+        assert_eq!(out, [4, 5, 6]);
+        assert!(c.snapshot(&mut out));
+        assert_eq!(out, [4, 5, 6]);
+        assert!(CommittedBytes::new(region, 20).is_none());
+    }
+}

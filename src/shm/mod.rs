@@ -36,7 +36,7 @@ pub mod turn;
 pub mod wait;
 
 pub use cell::{CachePadded, Param32, Param64, Stat64, VolatileCell};
-pub use commit::Committed;
+pub use commit::{Committed, CommittedBytes};
 pub use journal::Journal;
 pub use name::{RunName, RunNameError};
 pub use ring::{Ring, RingConsumer, RingError, RingProducer};

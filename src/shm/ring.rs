@@ -25,11 +25,10 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
 
 use super::cell::{CachePadded, Param32, ShmSafe};
 use super::segment::Segment;
-use super::wait::{FutexCell, SpinPolicy, TimedOut};
+use super::wait::{Deadline, FutexCell, SpinPolicy, TimedOut};
 
 /// Largest capacity a ring may have (slots).
 pub const MAX_CAPACITY: u32 = 1 << 28;
@@ -373,7 +372,7 @@ impl<'a> RingProducer<'a> {
         &mut self,
         want: u32,
         policy: SpinPolicy,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<Result<u32, TimedOut>, RingError> {
         let want = want.clamp(1, self.view.capacity);
         let free = self.free(want)?;
@@ -402,7 +401,7 @@ impl<'a> RingProducer<'a> {
         &mut self,
         msg: &[u8],
         policy: SpinPolicy,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<Result<(), TimedOut>, RingError> {
         match self.wait_free(1, policy, deadline)? {
             Ok(_) => {
@@ -514,7 +513,7 @@ impl<'a> RingConsumer<'a> {
         &mut self,
         want: u32,
         policy: SpinPolicy,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<Result<u32, TimedOut>, RingError> {
         let want = want.clamp(1, self.view.capacity);
         let avail = self.available(want)?;
@@ -550,7 +549,7 @@ impl<'a> RingConsumer<'a> {
         &mut self,
         out: &mut [u8],
         policy: SpinPolicy,
-        deadline: Instant,
+        deadline: impl Into<Deadline>,
     ) -> Result<Result<(), TimedOut>, RingError> {
         match self.wait_available(1, policy, deadline)? {
             Ok(_) => {

@@ -157,10 +157,11 @@ impl Display {
         }
     }
 
-    /// Prints a log line (above the bars on a terminal).
+    /// Prints a log line (above the bars on a terminal); nothing when quiet.
     pub fn log(&self, msg: &str) {
         let line = format!("[{:>7.1}s] {msg}", self.started.elapsed().as_secs_f64());
         match &self.mode {
+            Mode::Quiet => {}
             Mode::Bars { multi, .. } => {
                 let _ = multi.println(line);
             }

@@ -100,6 +100,14 @@ fn job_hosts(control: &Control, resumed: bool) -> Result<Vec<Box<dyn JobHost>>, 
             };
             jobs.push(Box::new(host));
         }
+        if let Some(st) = &s.stream {
+            let host = if resumed {
+                crate::stream::host::StreamHost::open(run, st, &s.out, Access::ReadWrite)?
+            } else {
+                crate::stream::host::StreamHost::create(run, st, &s.out)?
+            };
+            jobs.push(Box::new(host));
+        }
         Ok(())
     })();
     match result {

@@ -8,6 +8,10 @@ use crate::shm::RunName;
 
 use super::role::Role;
 
+/// Set in every role the supervisor starts, so a role knows the supervisor
+/// shows its figures (a role started by hand prints its own).
+pub const SUPERVISED_ENV: &str = "FORKRING_SUPERVISED";
+
 /// Environment variables a role must not inherit: they belong to the
 /// supervisor's conversation with systemd.
 pub const SUPERVISOR_ONLY_ENV: [&str; 4] = [
@@ -35,6 +39,7 @@ pub fn spawn_role(role: Role, run: &RunName) -> io::Result<u32> {
         .arg("--run")
         .arg(run.as_str())
         .stdin(Stdio::null())
+        .env(SUPERVISED_ENV, "1")
         .process_group(0);
     for v in SUPERVISOR_ONLY_ENV {
         cmd.env_remove(v);

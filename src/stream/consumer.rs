@@ -1,0 +1,406 @@
+//! The consumer: reads the ring, detects every gap exactly from sequence
+//! numbers, fills gaps by linear interpolation, computes batch and rate
+//! statistics, and writes one record per batch.
+//!
+//! Crash safety. The consumer's commit point is `CommittedBytes::commit` of
+//! its [`ConsumerState`], which holds its ring position, every running
+//! figure and the length of its output file. A chunk of vectors is handled
+//! as: read slots → update the state in memory and format output → write
+//! the output bytes to the file → commit the state → release the slots to
+//! the producer. A consumer killed anywhere restarts from the committed
+//! state: it truncates the file back to the committed length and reads the
+//! same slots again (they were not released), so no vector is lost and none
+//! is counted twice.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use std::time::{Duration, Instant};
+
+use crate::error::{CmdResult, Failure};
+use crate::settings::{Rate, StreamFormat, StreamSettings};
+use crate::shm::ring::{RingConsumer, RingError};
+use crate::shm::{Access, CommittedBytes, RunName, SpinPolicy};
+use crate::supervisor::control::Control;
+use crate::supervisor::role::Role;
+
+use super::layout::{
+    ProducerRecord, SLOT_HEADER, StreamControl, StreamSegmentError, StreamSegments,
+};
+use super::output::{self, BatchRecord};
+use super::state::{ConsumerState, StateError, interpolate};
+
+/// Errors of the consumer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// Segment problem.
+    #[error(transparent)]
+    Segment(#[from] StreamSegmentError),
+    /// Ring problem.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// Corrupt committed state.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A slot holds a sequence number the producer never handed out.
+    #[error(
+        "segment ring: a slot holds sequence number {seq}, but the producer has only used {bound}; the run is corrupt (`forkring clean`)"
+    )]
+    Sequence {
+        /// Sequence number found.
+        seq: u64,
+        /// Producer's next sequence number.
+        bound: u64,
+    },
+    /// The output file is inconsistent with the committed state.
+    #[error("{path}: {detail}")]
+    Output {
+        /// File.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ConsumerError + '_ {
+    move |e| ConsumerError::Output {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// The consumer's working state, attached to a run.
+#[derive(Debug)]
+pub struct Consumer<'a> {
+    settings: StreamSettings,
+    ctl: &'a StreamControl,
+    record: CommittedBytes<'a>,
+    ring: RingConsumer<'a>,
+    st: ConsumerState,
+    words: Vec<u64>,
+    file: File,
+    path: PathBuf,
+    pending: Vec<u8>,
+    /// Producer's next sequence number as last read: every slot's sequence
+    /// number must be below it.
+    bound: u64,
+    fill: Vec<f32>,
+    cur: Vec<f32>,
+}
+
+impl<'a> Consumer<'a> {
+    /// Attaches to the run: loads the committed state, truncates the
+    /// working output file `dir/.stream.partial` back to the committed
+    /// length, and resumes the ring at the committed position.
+    pub fn attach(segs: &'a StreamSegments, dir: &Path) -> Result<Self, ConsumerError> {
+        let s = segs.settings().clone();
+        let ctl = segs.control().map_err(StreamSegmentError::from)?;
+        let record = segs.consumer_record()?;
+        let mut words = vec![0u64; ConsumerState::words(s.dim, s.rate_window)];
+        record.load(&mut words);
+        let st = ConsumerState::decode(&words, s.dim, s.rate_window, s.batch)?;
+        let path = dir.join(output::PARTIAL_NAME);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        if len < st.file_offset {
+            return Err(ConsumerError::Output {
+                path: path.display().to_string(),
+                detail: format!(
+                    "is {len} bytes but {} were committed; it was truncated or replaced behind forkring's back",
+                    st.file_offset
+                ),
+            });
+        }
+        file.set_len(st.file_offset).map_err(io_err(&path))?;
+        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        let ring = RingConsumer::resume_at(segs.ring_view()?, st.tail)?;
+        let dim = s.dim as usize;
+        Ok(Consumer {
+            bound: ctl.producer.load().1.next_seq,
+            settings: s,
+            ctl,
+            record,
+            ring,
+            st,
+            words,
+            file,
+            path,
+            pending: Vec::with_capacity(1 << 16),
+            fill: vec![0.0; dim],
+            cur: vec![0.0; dim],
+        })
+    }
+
+    /// The state as last processed (committed after each chunk).
+    pub fn state(&self) -> &ConsumerState {
+        &self.st
+    }
+    /// The ring side, for waiting.
+    pub fn ring(&mut self) -> &mut RingConsumer<'a> {
+        &mut self.ring
+    }
+
+    fn producer(&self) -> ProducerRecord {
+        self.ctl
+            .producer
+            .snapshot()
+            .unwrap_or_else(|| self.ctl.producer.load().1)
+    }
+
+    /// Handles up to `max` available slots, then writes, commits and
+    /// releases them. Returns how many were handled.
+    pub fn process_available(&mut self, max: u32) -> Result<u32, ConsumerError> {
+        let n = self.ring.available(1)?.min(max);
+        if n == 0 {
+            return Ok(0);
+        }
+        for k in 0..n {
+            let slot = self.ring.slot(k);
+            let seq = u64::from_le_bytes(slot[..8].try_into().expect("slot header"));
+            let ts = u64::from_le_bytes(slot[8..16].try_into().expect("slot header"));
+            for (d, c) in self.cur.iter_mut().zip(slot[SLOT_HEADER..].chunks_exact(4)) {
+                *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+            }
+            if seq >= self.bound {
+                self.bound = self.producer().next_seq;
+                if seq >= self.bound {
+                    return Err(ConsumerError::Sequence {
+                        seq,
+                        bound: self.bound,
+                    });
+                }
+            }
+            self.on_vector(seq, ts);
+        }
+        self.st.tail = self.st.tail.wrapping_add(n);
+        self.commit()?;
+        self.ring.release(n);
+        Ok(n)
+    }
+
+    /// Updates the state with vector `seq` (in `self.cur`).
+    fn on_vector(&mut self, seq: u64, ts: u64) {
+        let st = &mut self.st;
+        if seq < st.expected {
+            st.duplicates += 1;
+            return;
+        }
+        if seq > st.expected {
+            st.gaps += 1;
+            for missing in st.expected..seq {
+                if self.st.has_last {
+                    interpolate(
+                        self.st.last_seq,
+                        &self.st.last,
+                        seq,
+                        &self.cur,
+                        missing,
+                        &mut self.fill,
+                    );
+                } else {
+                    // No vector before the gap: hold the first one constant.
+                    self.fill.copy_from_slice(&self.cur);
+                }
+                let v = std::mem::take(&mut self.fill);
+                self.push(missing, &v, true);
+                self.fill = v;
+            }
+        }
+        let v = std::mem::take(&mut self.cur);
+        self.push(seq, &v, false);
+        self.st.add_rate_sample(ts);
+        self.st.has_last = true;
+        self.st.last_seq = seq;
+        self.st.last.copy_from_slice(&v);
+        self.cur = v;
+    }
+
+    /// Adds vector `seq` to the open batch and closes the batch when full.
+    fn push(&mut self, seq: u64, v: &[f32], filled: bool) {
+        let f = self.settings.format;
+        if self.st.batch_len == 0 {
+            output::batch_start(f, &mut self.pending, self.st.batches, seq, v.len());
+        }
+        output::row(f, &mut self.pending, seq, v, filled);
+        self.st.add_to_batch(seq, v, filled);
+        self.st.expected = seq + 1;
+        if filled {
+            self.st.extrapolated += 1;
+        } else {
+            self.st.received += 1;
+        }
+        if self.st.batch_len >= self.settings.batch {
+            self.close_batch();
+        }
+    }
+
+    fn close_batch(&mut self) {
+        let (mean, std) = self.st.batch_mean_std();
+        let (rm, rs) = self.st.rate_stats();
+        let r = BatchRecord {
+            batch: self.st.batches,
+            first_seq: self.st.batch_first,
+            last_seq: self.st.expected - 1,
+            received: self.st.batch_len - self.st.batch_extrapolated,
+            extrapolated: self.st.batch_extrapolated,
+            mean: &mean,
+            std: &std,
+            rate_mean: rm,
+            rate_std: rs,
+        };
+        output::batch_end(self.settings.format, &mut self.pending, &r);
+        self.st.batches += 1;
+        self.st.batch_len = 0;
+        self.st.batch_extrapolated = 0;
+    }
+
+    /// Writes pending output, then commits the state (the commit point).
+    fn commit(&mut self) -> Result<(), ConsumerError> {
+        if !self.pending.is_empty() {
+            self.file
+                .write_all(&self.pending)
+                .map_err(io_err(&self.path))?;
+            self.st.file_offset += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        let (m, s) = self.st.rate_stats();
+        self.st.rate_mean = m;
+        self.st.rate_std = s;
+        self.st.encode(&mut self.words);
+        self.record.commit(&self.words);
+        Ok(())
+    }
+
+    /// If the producer has finished and everything it published is read:
+    /// fills the sequence numbers dropped at the very end (holding the last
+    /// vector), writes the last partial batch, and commits the state as
+    /// finished. Returns whether the stream is finished.
+    pub fn finish_if_done(&mut self) -> Result<bool, ConsumerError> {
+        if self.st.finished {
+            return Ok(true);
+        }
+        let p = self.producer();
+        if p.finished != 1 || self.ring.tail() != p.head || self.ring.available(1)? != 0 {
+            return Ok(false);
+        }
+        self.finish_at(p.next_seq)?;
+        Ok(true)
+    }
+
+    /// Ends the stream at `produced` sequence numbers (see
+    /// `finish_if_done`); also used by the handoff when the consumer died.
+    pub fn finish_at(&mut self, produced: u64) -> Result<(), ConsumerError> {
+        if produced > self.st.expected {
+            self.st.gaps += 1;
+            for missing in self.st.expected..produced {
+                let mut v = std::mem::take(&mut self.fill);
+                if self.st.has_last {
+                    v.copy_from_slice(&self.st.last);
+                } else {
+                    v.iter_mut().for_each(|x| *x = 0.0);
+                }
+                self.push(missing, &v, true);
+                self.fill = v;
+            }
+        }
+        if self.st.batch_len > 0 {
+            self.close_batch();
+        }
+        self.st.finished = true;
+        self.commit()?;
+        self.file.sync_all().map_err(io_err(&self.path))?;
+        Ok(())
+    }
+
+    /// Path of the working output file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The final output name for the run's format.
+pub fn final_name(f: StreamFormat) -> &'static str {
+    output::file_name(f)
+}
+
+/// Slots handled per commit.
+pub const CHUNK: u32 = 256;
+/// How often a waiting consumer re-checks its supervisor.
+const LIVENESS_SLICE: Duration = Duration::from_millis(200);
+
+/// One log line with the consumer's live figures.
+pub fn rate_line(st: &ConsumerState) -> String {
+    let (m, s) = st.rate_stats();
+    format!(
+        "rate {m:.1} ± {s:.1} vectors/s (window {}), {} received, {} filled in, {} gaps, {} batches",
+        st.window_len, st.received, st.extrapolated, st.gaps, st.batches
+    )
+}
+
+/// Runs the consumer of run `run` until the producer has finished and the
+/// ring is drained.
+pub fn run(run: &RunName) -> CmdResult {
+    let control = Control::open(run, Access::ReadWrite)?;
+    control.claim_role(Role::Consumer)?;
+    let s = control.settings().stream.clone().ok_or_else(|| {
+        Failure::usage(format!(
+            "run {run} has no stream job; start it with `forkring run --jobs stream`"
+        ))
+    })?;
+    let segs = StreamSegments::open(run, &s, Access::ReadWrite)?;
+    let out = control.settings().out.clone();
+    let mut c = Consumer::attach(&segs, &out)?;
+    segs.control()?.stats.consumer_attaches.add(1);
+    control.mark_attached(Role::Consumer);
+
+    // Under the supervisor, it prints the live figures; by hand, we do.
+    let by_hand = std::env::var_os(crate::supervisor::spawn::SUPERVISED_ENV).is_none();
+    let policy = if s.rate == Rate::Max {
+        SpinPolicy::HANDOFF
+    } else {
+        SpinPolicy::SLEEP
+    };
+    let interval = Duration::from_secs_f64(s.rate_interval);
+    let mut next_log = Instant::now() + interval;
+    let capacity = c.ring().view().capacity();
+    loop {
+        let n = c.process_available(CHUNK)?;
+        if by_hand && Instant::now() >= next_log {
+            println!("forkring consumer: {}", rate_line(c.state()));
+            next_log += interval;
+        }
+        if n > 0 {
+            continue;
+        }
+        if c.finish_if_done()? {
+            return Ok(());
+        }
+        if control.stop_flag().is_set() && !control.role_alive(Role::Producer) {
+            // Stopping and the producer is gone for good: the ring is
+            // drained; the handoff completes the stream from our state.
+            return Ok(());
+        }
+        // Ask to be woken once the open batch could be completed (or after a
+        // slice), so a slow stream does not wake us for every vector.
+        let want = s
+            .batch
+            .saturating_sub(c.state().batch_len)
+            .clamp(1, (capacity / 2).max(1));
+        let mut timeout = LIVENESS_SLICE;
+        if by_hand {
+            timeout = timeout.min(next_log.saturating_duration_since(Instant::now()));
+        }
+        if c.ring().wait_available(want, policy, timeout)?.is_err() && !control.supervisor_alive() {
+            return Err(Failure::runtime(format!(
+                "the supervisor of run {run} is gone; stopping (start `forkring run --name {run}` with the same settings to resume)"
+            )));
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The stream job as the supervisor sees it: progress and the final handoff.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::error::Failure;
+use crate::outfile::{OutputError, sha256_file, sync_dir, write_atomic};
+use crate::settings::StreamSettings;
+use crate::shm::{Access, RunName};
+use crate::supervisor::job::{HandoffContext, JobHost, Progress};
+use crate::supervisor::role::Role;
+
+use super::consumer::{Consumer, final_name};
+use super::layout::{self, StreamSegmentError, StreamSegments};
+use super::output::PARTIAL_NAME;
+use super::state::ConsumerState;
+
+/// The stream job's segments, held by the supervisor.
+#[derive(Debug)]
+pub struct StreamHost {
+    segs: StreamSegments,
+    /// Directory holding the consumer's working file.
+    out: std::path::PathBuf,
+}
+
+impl StreamHost {
+    /// Creates the segments of a new run.
+    pub fn create(
+        run: &RunName,
+        s: &StreamSettings,
+        out: &Path,
+    ) -> Result<Self, StreamSegmentError> {
+        // A working file left by an earlier run of the same name belongs to
+        // state that no longer exists.
+        let _ = std::fs::remove_file(out.join(PARTIAL_NAME));
+        Ok(StreamHost {
+            segs: StreamSegments::create(run, s)?,
+            out: out.to_path_buf(),
+        })
+    }
+    /// Opens the segments of an existing run.
+    pub fn open(
+        run: &RunName,
+        s: &StreamSettings,
+        out: &Path,
+        access: Access,
+    ) -> Result<Self, StreamSegmentError> {
+        Ok(StreamHost {
+            segs: StreamSegments::open(run, s, access)?,
+            out: out.to_path_buf(),
+        })
+    }
+
+    fn consumer_state(&self) -> Option<ConsumerState> {
+        let s = self.segs.settings();
+        let rec = self.segs.consumer_record().ok()?;
+        let mut w = vec![0u64; ConsumerState::words(s.dim, s.rate_window)];
+        if !rec.snapshot(&mut w) {
+            return None;
+        }
+        ConsumerState::decode(&w, s.dim, s.rate_window, s.batch).ok()
+    }
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+impl JobHost for StreamHost {
+    fn name(&self) -> &'static str {
+        "stream"
+    }
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Producer, Role::Consumer]
+    }
+    fn kick(&self) {
+        if let Ok(v) = self.segs.ring_view() {
+            v.control().kick();
+        }
+    }
+    fn request_finish(&self) {
+        if let Ok(c) = self.segs.control() {
+            if !c.finish.is_set() {
+                c.finish.set();
+            }
+        }
+        self.kick();
+    }
+    fn is_complete(&self) -> bool {
+        self.consumer_state().is_some_and(|s| s.finished)
+    }
+    fn progress(&self) -> Progress {
+        let p = self
+            .segs
+            .control()
+            .ok()
+            .and_then(|c| c.producer.snapshot())
+            .unwrap_or_default();
+        let c = self.consumer_state();
+        Progress::Stream {
+            produced: p.next_seq,
+            received: c.as_ref().map_or(0, |c| c.received),
+            dropped: p.dropped,
+            extrapolated: c.as_ref().map_or(0, |c| c.extrapolated),
+            batches: c.as_ref().map_or(0, |c| c.batches),
+            rate_mean: c.as_ref().and_then(|c| finite(c.rate_mean)),
+            rate_std: c.as_ref().and_then(|c| finite(c.rate_std)),
+            producer_done: p.finished == 1,
+        }
+    }
+    fn shm_bytes(&self) -> u64 {
+        layout::shm_bytes(self.segs.settings())
+    }
+    fn handoff(&self, out: &Path, ctx: &HandoffContext) -> Result<serde_json::Value, Failure> {
+        let s = self.segs.settings();
+        let sc = self.segs.control()?;
+        // Every role has exited. If the producer did not get to commit its
+        // end (killed at the stop timeout), its committed record is the end.
+        let (_, mut p) = sc.producer.load();
+        if p.finished != 1 {
+            p.finished = 1;
+            sc.producer.commit(p);
+        }
+        // Likewise finish the consumer's work from its committed state: drain
+        // what is left in the ring, fill the end, write the last batch.
+        let mut c = Consumer::attach(&self.segs, &self.out)?;
+        while c.process_available(super::consumer::CHUNK)? > 0 {}
+        if !c.state().finished {
+            c.finish_at(p.next_seq)?;
+        }
+        let st = c.state().clone();
+        let working = c.path().to_path_buf();
+        drop(c);
+        let name = final_name(s.format);
+        let dest = out.join(name);
+        let written = if working.parent() == Some(out) {
+            std::fs::rename(&working, &dest).map_err(|err| OutputError {
+                op: "rename into place",
+                path: dest.display().to_string(),
+                err,
+            })?;
+            sync_dir(out)?;
+            let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+            (bytes, sha256_file(&dest).unwrap_or_default())
+        } else {
+            let w = write_atomic(&dest, |w| {
+                let mut f = std::fs::File::open(&working)?;
+                std::io::copy(&mut f, w).map(|_| ())
+            })?;
+            let _ = std::fs::remove_file(&working);
+            (w.bytes, w.sha256)
+        };
+        let conserved = p.next_seq == st.received + p.dropped && st.duplicates == 0;
+        Ok(json!({
+            "dim": s.dim,
+            "distribution": format!("{:?}", s.distribution).to_lowercase(),
+            "rate": s.rate.to_string(),
+            "count": s.count,
+            "noise": s.noise.map(|n| json!({"low": n.low, "high": n.high, "burst": n.burst})),
+            "batch": s.batch,
+            "seed": s.seed,
+            "produced": p.next_seq,
+            "dropped": p.dropped,
+            "drop_events": p.drop_events,
+            "received": st.received,
+            "extrapolated": st.extrapolated,
+            "duplicates": st.duplicates,
+            "gaps": st.gaps,
+            "batches": st.batches,
+            "rate_mean": finite(st.rate_mean),
+            "rate_std": finite(st.rate_std),
+            "seconds": ctx.seconds,
+            "vectors_per_second": if ctx.seconds > 0.0 { st.received as f64 / ctx.seconds } else { 0.0 },
+            "conservation_ok": conserved,
+            "shm_bytes": self.shm_bytes(),
+            "files": { name: { "bytes": written.0, "sha256": written.1 } },
+        }))
+    }
+    fn segment_names(&self) -> Vec<String> {
+        self.segs.names().iter().map(|s| s.to_string()).collect()
+    }
+}

@@ -1,0 +1,323 @@
+//! The stream job's segments and their layouts.
+//!
+//! | segment | contents |
+//! |---|---|
+//! | `forkring.NAME.stream` | [`StreamControl`]: parameters, the finish flag, the producer's committed record, then the consumer's committed state (variable size, see `state.rs`) |
+//! | `forkring.NAME.ring` | the SPSC ring: control block, then `ring_slots` slots of `16 + 4 * dim` bytes |
+//!
+//! A slot holds: sequence number (u64 LE), monotonic timestamp in ns (u64
+//! LE), then `dim` f32 LE values.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::settings::StreamSettings;
+use crate::shm::cell::ShmSafe;
+use crate::shm::header::HEADER_SIZE;
+use crate::shm::layout::Fingerprint;
+use crate::shm::ring::{Ring, RingView};
+use crate::shm::segment::{
+    self, Access, CreateError, OpenError, OutOfBounds, Segment, SegmentSpec,
+};
+use crate::shm::{
+    CachePadded, Committed, CommittedBytes, Flag, Param32, Param64, RingError, RunName, Stat64,
+};
+
+use super::state::ConsumerState;
+
+/// Layout version of the stream job's segments.
+pub const VERSION: u32 = 1;
+/// Part names.
+pub const PARTS: [&str; 2] = ["stream", "ring"];
+/// Bytes of a slot's header (sequence, timestamp).
+pub const SLOT_HEADER: usize = 16;
+
+/// The producer's committed record. Commit point of a chunk of vectors: the
+/// generation flip of [`Committed`]; the ring's head is published after it
+/// (a restarted producer republishes `head` from here).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ProducerRecord {
+    /// Ring position after the last committed slot.
+    pub head: u32,
+    /// 1 once the producer has used its last sequence number.
+    pub finished: u32,
+    /// Next sequence number = sequence numbers used so far (the produced
+    /// count, dropped ones included).
+    pub next_seq: u64,
+    /// Vectors dropped by `--noise`.
+    pub dropped: u64,
+    /// Noise events (each drops `--noise-burst` vectors).
+    pub drop_events: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default)]
+struct StreamParams {
+    dim: Param32,
+    batch: Param32,
+    rate_window: Param32,
+    ring_slots: Param32,
+    seed: Param64,
+}
+
+// SAFETY: repr(C) of Param cells.
+unsafe impl ShmSafe for StreamParams {}
+
+/// Per-role statistics (display only).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// Times the producer attached (1 + restarts).
+    pub producer_attaches: Stat64,
+    /// Times the consumer attached.
+    pub consumer_attaches: Stat64,
+}
+
+// SAFETY: repr(C) of Stat64 cells.
+unsafe impl ShmSafe for StreamStats {}
+
+/// Fixed part of the `stream` segment's body.
+#[repr(C)]
+pub struct StreamControl {
+    params: CachePadded<StreamParams>,
+    /// Raised by the supervisor when the stream should end (image done,
+    /// --duration, stop): the producer commits its last record and exits,
+    /// the consumer drains the ring and exits.
+    pub finish: CachePadded<Flag>,
+    /// The producer's record.
+    pub producer: CachePadded<Committed<ProducerRecord>>,
+    /// Statistics.
+    pub stats: CachePadded<StreamStats>,
+}
+
+// SAFETY: repr(C); every field is ShmSafe.
+unsafe impl ShmSafe for StreamControl {}
+
+impl std::fmt::Debug for StreamControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamControl").finish_non_exhaustive()
+    }
+}
+
+const CONTROL_BODY: usize = std::mem::size_of::<StreamControl>();
+const _: () = assert!(CONTROL_BODY == 128 * 4);
+/// Offset of the consumer's committed state in the `stream` segment.
+const CONSUMER_OFFSET: usize = HEADER_SIZE + CONTROL_BODY;
+const _: () = assert!(CONSUMER_OFFSET % 64 == 0);
+
+const STREAM_FP: u64 = Fingerprint::new("stream")
+    .num(CONTROL_BODY)
+    .num(std::mem::offset_of!(StreamControl, finish))
+    .num(std::mem::offset_of!(StreamControl, producer))
+    .num(std::mem::size_of::<ProducerRecord>())
+    .num(CommittedBytes::COPIES_OFFSET)
+    .num(super::state::HEADER_WORDS)
+    .finish();
+const RING_FP: u64 = Fingerprint::new("ring")
+    .num(std::mem::size_of::<Ring>())
+    .num(SLOT_HEADER)
+    .finish();
+
+/// The two segment specs for `s`, in `PARTS` order.
+pub fn specs(s: &StreamSettings) -> [SegmentSpec; 2] {
+    let consumer = CommittedBytes::region_bytes(ConsumerState::bytes(s.dim, s.rate_window));
+    [
+        SegmentSpec {
+            part: "stream",
+            version: VERSION,
+            fingerprint: STREAM_FP,
+            size: Some(CONSUMER_OFFSET + consumer),
+        },
+        SegmentSpec {
+            part: "ring",
+            version: VERSION,
+            fingerprint: RING_FP,
+            size: Some(HEADER_SIZE + Ring::bytes_for(s.ring_slots, s.slot_size()).unwrap_or(0)),
+        },
+    ]
+}
+
+/// Shared-memory bytes of the stream job.
+pub fn shm_bytes(s: &StreamSettings) -> u64 {
+    specs(s).iter().map(|x| x.size.unwrap_or(0) as u64).sum()
+}
+
+/// Errors of creating or opening the stream segments.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamSegmentError {
+    /// Creating failed.
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    /// Opening failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A view did not fit.
+    #[error(transparent)]
+    Layout(#[from] OutOfBounds),
+    /// The ring is malformed.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// A parameter disagrees with the run's settings.
+    #[error(
+        "segment {segment}: field {field} is {found}, but the run's settings say {expected}; the segment is corrupt (`forkring clean`)"
+    )]
+    Param {
+        /// Segment name.
+        segment: String,
+        /// Field.
+        field: &'static str,
+        /// Found.
+        found: u64,
+        /// Expected.
+        expected: u64,
+    },
+    /// Invalid settings (slot or record size out of range).
+    #[error("stream settings are out of range: {0}")]
+    Settings(String),
+}
+
+/// The mapped segments of a stream job.
+#[derive(Debug)]
+pub struct StreamSegments {
+    settings: StreamSettings,
+    control: Segment,
+    ring: Segment,
+}
+
+impl StreamSegments {
+    /// Creates the segments of a new run; removes what it made on error.
+    pub fn create(run: &RunName, s: &StreamSettings) -> Result<Self, StreamSegmentError> {
+        if Ring::bytes_for(s.ring_slots, s.slot_size()).is_none() {
+            return Err(StreamSegmentError::Settings(format!(
+                "ring of {} slots of {} bytes",
+                s.ring_slots,
+                s.slot_size()
+            )));
+        }
+        let [cs, rs] = specs(s);
+        let control = Segment::create(run, &cs, |seg| {
+            let c: &StreamControl = seg.body().expect("sized by spec");
+            c.params.dim.set(s.dim);
+            c.params.batch.set(s.batch);
+            c.params.rate_window.set(s.rate_window);
+            c.params.ring_slots.set(s.ring_slots);
+            c.params.seed.set(s.seed);
+        })?;
+        let ring = match Segment::create(run, &rs, |seg| {
+            let r: &Ring = seg.body().expect("sized by spec");
+            r.init(s.ring_slots, s.slot_size());
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = segment::unlink(control.name());
+                return Err(e.into());
+            }
+        };
+        let me = StreamSegments {
+            settings: s.clone(),
+            control,
+            ring,
+        };
+        if let Err(e) = me.validate() {
+            let _ = segment::unlink(me.control.name());
+            let _ = segment::unlink(me.ring.name());
+            return Err(e);
+        }
+        Ok(me)
+    }
+
+    /// Opens and validates the segments of an existing run.
+    pub fn open(
+        run: &RunName,
+        s: &StreamSettings,
+        access: Access,
+    ) -> Result<Self, StreamSegmentError> {
+        let [cs, rs] = specs(s);
+        let wait = std::time::Duration::from_secs(2);
+        let me = StreamSegments {
+            settings: s.clone(),
+            control: Segment::open(run, &cs, access, wait)?,
+            ring: Segment::open(run, &rs, access, wait)?,
+        };
+        me.validate()?;
+        Ok(me)
+    }
+
+    fn validate(&self) -> Result<(), StreamSegmentError> {
+        let c = self.control()?;
+        let s = &self.settings;
+        let check = |field, found: u64, expected: u64| {
+            if found == expected {
+                Ok(())
+            } else {
+                Err(StreamSegmentError::Param {
+                    segment: self.control.name().to_string(),
+                    field,
+                    found,
+                    expected,
+                })
+            }
+        };
+        check("dim", c.params.dim.get() as u64, s.dim as u64)?;
+        check("batch", c.params.batch.get() as u64, s.batch as u64)?;
+        check(
+            "rate_window",
+            c.params.rate_window.get() as u64,
+            s.rate_window as u64,
+        )?;
+        check(
+            "ring_slots",
+            c.params.ring_slots.get() as u64,
+            s.ring_slots as u64,
+        )?;
+        check("seed", c.params.seed.get(), s.seed)?;
+        let ring = self.ring_view()?;
+        if ring.capacity() != s.ring_slots || ring.slot_size() != s.slot_size() as usize {
+            return Err(StreamSegmentError::Param {
+                segment: self.ring.name().to_string(),
+                field: "slot_size",
+                found: ring.slot_size() as u64,
+                expected: s.slot_size() as u64,
+            });
+        }
+        self.consumer_record()?;
+        Ok(())
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+    /// The fixed control block.
+    pub fn control(&self) -> Result<&StreamControl, OutOfBounds> {
+        self.control.body()
+    }
+    /// The validated ring.
+    pub fn ring_view(&self) -> Result<RingView<'_>, RingError> {
+        RingView::new(&self.ring, HEADER_SIZE)
+    }
+    /// The consumer's committed state.
+    pub fn consumer_record(&self) -> Result<CommittedBytes<'_>, StreamSegmentError> {
+        let len = ConsumerState::bytes(self.settings.dim, self.settings.rate_window);
+        let region = self
+            .control
+            .region(CONSUMER_OFFSET, CommittedBytes::region_bytes(len))?;
+        CommittedBytes::new(region, len).ok_or_else(|| {
+            StreamSegmentError::Layout(OutOfBounds {
+                name: self.control.name().to_string(),
+                offset: CONSUMER_OFFSET,
+                end: CONSUMER_OFFSET + CommittedBytes::region_bytes(len),
+                len: self.control.len(),
+            })
+        })
+    }
+    /// Names of the segments.
+    pub fn names(&self) -> [&str; 2] {
+        [self.control.name(), self.ring.name()]
+    }
+}
+
+/// Names of the stream segments of `run`.
+pub fn segment_names(run: &RunName) -> Vec<String> {
+    PARTS.iter().map(|p| run.segment(p)).collect()
+}

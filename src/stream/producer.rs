@@ -1,0 +1,168 @@
+//! The producer: generates vectors into the ring at a drift-free rate (or as
+//! fast as the consumer takes them) and simulates dropouts.
+//!
+//! Crash safety. The producer's commit point is the generation flip of its
+//! [`ProducerRecord`] (ring head, next sequence number, drop counters). A
+//! chunk of vectors is handled as: write slots beyond the published head →
+//! commit the record → publish the head. Killed before the commit, the
+//! slots were never visible and the restarted producer regenerates the same
+//! sequence numbers (vector values depend only on (seed, sequence number));
+//! killed after it, the restarted producer republishes the committed head.
+//! Drops decided but not committed simply did not happen.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{CmdResult, Failure};
+use crate::settings::Rate;
+use crate::shm::ring::RingProducer;
+use crate::shm::{Access, RunName, SpinPolicy};
+use crate::supervisor::control::Control;
+use crate::supervisor::role::Role;
+
+use super::generate::{Generator, NoiseClock, monotonic_ns};
+use super::layout::{ProducerRecord, SLOT_HEADER, StreamSegments};
+
+/// Slots written per commit when producing as fast as possible.
+pub const CHUNK: u32 = 64;
+/// How often a waiting producer re-checks its supervisor.
+const LIVENESS_SLICE: Duration = Duration::from_millis(200);
+
+/// Writes vector `seq` stamped `ts` into `slot`.
+#[inline]
+fn write_slot(slot: &mut [u8], seq: u64, ts: u64, g: &Generator) -> Result<(), Failure> {
+    slot[..8].copy_from_slice(&seq.to_le_bytes());
+    slot[8..16].copy_from_slice(&ts.to_le_bytes());
+    // Slots are 8-aligned (64-aligned array, size a multiple of 8), so the
+    // values are 4-aligned; try_cast reports rather than panics otherwise.
+    let values: &mut [f32] = bytemuck::try_cast_slice_mut(&mut slot[SLOT_HEADER..])
+        .map_err(|e| Failure::runtime(format!("segment ring: slot is not f32-aligned ({e:?})")))?;
+    g.fill(seq, values);
+    if cfg!(target_endian = "big") {
+        values
+            .iter_mut()
+            .for_each(|x| *x = f32::from_bits(x.to_bits().to_le()));
+    }
+    Ok(())
+}
+
+/// Runs the producer of run `run`.
+pub fn run(run: &RunName) -> CmdResult {
+    let control = Control::open(run, Access::ReadWrite)?;
+    control.claim_role(Role::Producer)?;
+    let s = control.settings().stream.clone().ok_or_else(|| {
+        Failure::usage(format!(
+            "run {run} has no stream job; start it with `forkring run --jobs stream`"
+        ))
+    })?;
+    let segs = StreamSegments::open(run, &s, Access::ReadWrite)?;
+    let sc = segs.control()?;
+    let (_, mut rec) = sc.producer.load();
+    let view = segs.ring_view()?;
+    let mut ring = RingProducer::resume_at(view, rec.head)?;
+    sc.stats.producer_attaches.add(1);
+    control.mark_attached(Role::Producer);
+    if rec.finished == 1 {
+        ring.flush_wake();
+        return Ok(());
+    }
+
+    let generator = Generator::new(&s);
+    let mut noise = s.noise.map(|n| {
+        NoiseClock::new(
+            n,
+            monotonic_ns(),
+            s.seed ^ std::process::id() as u64 ^ monotonic_ns(),
+        )
+    });
+    let count = s.count.unwrap_or(u64::MAX);
+    let stop = control.stop_flag();
+    let finishing = || sc.finish.is_set() || stop.is_set();
+    let check_supervisor = || {
+        if control.supervisor_alive() {
+            Ok(())
+        } else {
+            Err(Failure::runtime(format!(
+                "the supervisor of run {run} is gone; stopping (start `forkring run --name {run}` with the same settings to resume)"
+            )))
+        }
+    };
+
+    // Produces sequence numbers into free slots `0..room` until `room`
+    // slots are written or `limit` numbers are used; returns slots written.
+    let mut produce = |ring: &mut RingProducer<'_>,
+                       rec: &mut ProducerRecord,
+                       room: u32,
+                       limit: u64|
+     -> Result<u32, Failure> {
+        let mut written = 0;
+        let mut used = 0;
+        while written < room && used < limit && rec.next_seq < count {
+            let seq = rec.next_seq;
+            rec.next_seq += 1;
+            used += 1;
+            let ts = monotonic_ns();
+            if let Some(n) = noise.as_mut() {
+                let mut event = false;
+                if n.drop_now(ts, &mut event) {
+                    rec.dropped += 1;
+                    rec.drop_events += event as u64;
+                    continue;
+                }
+            }
+            write_slot(ring.slot_mut(written), seq, ts, &generator)?;
+            written += 1;
+        }
+        Ok(written)
+    };
+    let commit = |ring: &mut RingProducer<'_>, rec: &mut ProducerRecord, written: u32| {
+        rec.head = rec.head.wrapping_add(written);
+        // Commit point, then publication (see module docs).
+        sc.producer.commit(*rec);
+        ring.publish(written);
+    };
+
+    match s.rate {
+        Rate::Max => {
+            while rec.next_seq < count && !finishing() {
+                let free = match ring.wait_free(1, SpinPolicy::HANDOFF, LIVENESS_SLICE)? {
+                    Ok(f) => f,
+                    Err(_) => {
+                        check_supervisor()?;
+                        continue;
+                    }
+                };
+                let written = produce(&mut ring, &mut rec, free.min(CHUNK), u64::MAX)?;
+                commit(&mut ring, &mut rec, written);
+            }
+        }
+        Rate::Hz(hz) => {
+            // Absolute deadlines from a fixed origin: no drift however long
+            // each vector takes. After a stall (full ring), missed deadlines
+            // are caught up at once.
+            let t0 = Instant::now();
+            let mut k: u64 = 0;
+            while rec.next_seq < count && !finishing() {
+                let due = t0 + Duration::from_secs_f64(k as f64 / hz);
+                if Instant::now() < due {
+                    // Sleeps on the finish flag, so a stop wakes us at once.
+                    sc.finish.wait(due.min(Instant::now() + LIVENESS_SLICE));
+                    continue;
+                }
+                let free = match ring.wait_free(1, SpinPolicy::SLEEP, LIVENESS_SLICE)? {
+                    Ok(f) => f,
+                    Err(_) => {
+                        check_supervisor()?;
+                        continue;
+                    }
+                };
+                let written = produce(&mut ring, &mut rec, free.min(1), 1)?;
+                commit(&mut ring, &mut rec, written);
+                k += 1;
+            }
+        }
+    }
+    rec.finished = 1;
+    sc.producer.commit(rec);
+    ring.flush_wake();
+    Ok(())
+}

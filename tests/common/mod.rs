@@ -1,0 +1,211 @@
+//! Helpers shared by the integration tests: run the real binary, give each
+//! run a unique name, clean up segments, serialise heavy tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_forkring")
+}
+
+/// Tests in one file that start runs take this lock: two runs that spin on
+/// two cores at once would starve each other.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A unique run name for this test process.
+pub fn run_name(tag: &str) -> String {
+    format!("t-{tag}-{}", std::process::id())
+}
+
+/// Segment files of `run` currently in /dev/shm.
+pub fn segments_of(run: &str) -> Vec<String> {
+    let prefix = format!("forkring.{run}.");
+    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Removes a run's segments when dropped (tests that fail midway must not
+/// leak segments into later tests).
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for f in segments_of(&self.0) {
+            let _ = std::fs::remove_file(Path::new("/dev/shm").join(f));
+        }
+    }
+}
+
+/// Runs `forkring args...` to completion.
+pub fn forkring(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("forkring runs")
+}
+
+/// A background run whose output goes to a file (never to a pipe nobody
+/// reads: a full pipe would block the supervisor).
+pub struct Bg {
+    pub child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Bg {
+    /// Everything the run printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+    /// Pid of the supervisor.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+    /// Waits with a generous limit; kills it and panics after.
+    pub fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return (st, self.log());
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("forkring did not finish within {limit:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Starts `forkring args...` in the background, output to a file.
+pub fn spawn(args: &[&str]) -> Bg {
+    spawn_env(args, &[])
+}
+
+/// Like `spawn`, with extra environment variables.
+pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Bg {
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let out = log.reopen().expect("log file");
+    let err = log.reopen().expect("log file");
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("forkring starts");
+    Bg { child, log }
+}
+
+/// Text of stdout + stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A temporary output directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Reads DIR/summary.json.
+pub fn summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json exists");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+/// Path helper.
+pub fn p(dir: &Path, f: &str) -> PathBuf {
+    dir.join(f)
+}
+
+/// Pids of the live roles of `run` as (role, pid), read from the control
+/// segment through the library (read-only).
+pub fn live_roles(run: &str) -> Vec<(forkring::supervisor::role::Role, u32)> {
+    use forkring::shm::{Access, RunName};
+    use forkring::supervisor::control::Control;
+    use forkring::supervisor::role::Role;
+    let Ok(name) = RunName::new(run) else {
+        return vec![];
+    };
+    let Ok(c) = Control::open(&name, Access::ReadOnly) else {
+        return vec![];
+    };
+    Role::ALL
+        .iter()
+        .map(|r| c.role_view(*r))
+        .filter(|v| v.alive && v.pid != 0)
+        .map(|v| (v.role, v.pid))
+        .collect()
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Sends a signal.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// A small deterministic generator for test timing choices.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Waits until `run` has all `n` roles alive or `limit` passes.
+pub fn wait_roles(run: &str, n: usize, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if live_roles(run).len() >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
