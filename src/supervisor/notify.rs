@@ -150,9 +150,11 @@ impl Notifier {
         }
     }
 
-    /// `READY=1`: start-up is complete.
-    pub fn ready(&self) {
+    /// `READY=1`: start-up is complete. The next [`Notifier::tick`] sends
+    /// a fresh `STATUS=`.
+    pub fn ready(&mut self) {
         self.deliver("READY=1");
+        self.next_status = Instant::now();
     }
 
     /// `STATUS=`: a one-line status for `systemctl status`. Newlines in
@@ -166,9 +168,11 @@ impl Notifier {
         self.deliver("WATCHDOG=1");
     }
 
-    /// `STOPPING=1`: the service is shutting down.
-    pub fn stopping(&self) {
+    /// `STOPPING=1`: the service is shutting down. The next
+    /// [`Notifier::tick`] sends a fresh `STATUS=`.
+    pub fn stopping(&mut self) {
         self.deliver("STOPPING=1");
+        self.next_status = Instant::now();
     }
 
     /// Time from `now` until the next `STATUS=` or `WATCHDOG=1` is due
@@ -216,7 +220,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier::new(path.as_os_str(), None).unwrap();
+        let mut n = Notifier::new(path.as_os_str(), None).unwrap();
         n.ready();
         assert_eq!(recv(&server), "READY=1");
         n.status("line one\nline two");
@@ -233,7 +237,7 @@ mod tests {
         let name = format!("forkring-notify-unit-{}", std::process::id());
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let server = UnixDatagram::bind_addr(&addr).unwrap();
-        let n = Notifier::new(OsStr::new(&format!("@{name}")), None).unwrap();
+        let mut n = Notifier::new(OsStr::new(&format!("@{name}")), None).unwrap();
         n.ready();
         assert_eq!(recv(&server), "READY=1");
     }
@@ -249,7 +253,7 @@ mod tests {
     #[test]
     fn send_errors_are_not_fatal_and_warn_once() {
         let dir = tempfile::tempdir().unwrap();
-        let n = Notifier::new(dir.path().join("nobody").as_os_str(), None).unwrap();
+        let mut n = Notifier::new(dir.path().join("nobody").as_os_str(), None).unwrap();
         assert!(n.send("READY=1").is_err());
         n.ready();
         assert!(n.warned.get());
@@ -306,5 +310,25 @@ mod tests {
         n.tick(t0, || "s".into());
         assert_eq!(recv(&server), "STATUS=s");
         assert_eq!(n.until_due(t0), STATUS_INTERVAL);
+    }
+
+    #[test]
+    fn state_changes_make_status_due_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let mut n = Notifier::new(path.as_os_str(), None).unwrap();
+        let t0 = Instant::now();
+        n.tick(t0, || "starting".into());
+        assert_eq!(recv(&server), "STATUS=starting");
+        n.ready();
+        assert_eq!(recv(&server), "READY=1");
+        // Due no later than the instant ready() returned.
+        n.tick(Instant::now(), || "running".into());
+        assert_eq!(recv(&server), "STATUS=running");
+        n.stopping();
+        assert_eq!(recv(&server), "STOPPING=1");
+        n.tick(Instant::now(), || "stopping".into());
+        assert_eq!(recv(&server), "STATUS=stopping");
     }
 }
