@@ -123,11 +123,13 @@ if image and cs is not None and image.get("iterations"):
     per = cs / it
     print(f"  image: {it:,} iterations, {it / seconds / 1e6:.2f} M/s" if seconds > 0 else f"  image: {it:,} iterations")
     if per < 0.05:
-        verdict = "the turn handoff spins: roles rarely sleep on the futex"
+        verdict = "the turn handoff spins: the roles rarely give up their cores"
     elif per < 0.5:
-        verdict = "the handoff mostly spins but sleeps on the futex now and then (preemption, a busy machine)"
+        verdict = ("the handoff mostly spins, but a role often gives up its core "
+                   "(preempted by other work, or yielding/sleeping after its spin budget)")
     else:
-        verdict = "about one sleep per turn: the handoff sleeps on the futex (expected when the roles share one core)"
+        verdict = ("about one switch per turn: the waiting role yields or sleeps on the futex every "
+                   "turn, as when both roles share one core")
     print(f"  context switches per iteration: {per:.4f} -> {verdict}")
 
 stream = summary.get("stream")
@@ -146,7 +148,7 @@ if pf is not None and shm:
 
 mig = num("cpu-migrations")
 if mig is not None:
-    print(f"  cpu migrations: {mig:,.0f} (a few: the roles stayed on their cores)")
+    print(f"  cpu migrations: {mig:,.0f} (each moves a process to another core, away from its warm cache)")
 
 cyc, ins = num("cycles"), num("instructions")
 if cyc and ins:
