@@ -3,6 +3,7 @@
 //! `$NOTIFY_SOCKET` names and reading each message's sender pid from the
 //! kernel (SO_PASSCRED), as systemd does for `NotifyAccess=main`.
 
+use std::collections::BTreeSet;
 use std::io::{IoSliceMut, Read};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
@@ -19,9 +20,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_forkring");
 /// Runs of `forkring run` want both cores: never two at once.
 static RUNS: Mutex<()> = Mutex::new(());
 
-/// Generous bound on one run (about a second when idle); only reached when
-/// something is broken.
-const RUN_LIMIT: Duration = Duration::from_secs(180);
+/// Generous bound on one run: about a second on two idle cores, minutes
+/// when both roles must share one busy core. Only a hung run reaches it.
+const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 /// One notification: who sent it and what it said.
 #[derive(Debug)]
@@ -105,6 +106,61 @@ fn receive(sock: &UnixDatagram) -> Option<Datagram> {
     })
 }
 
+/// Variables that belong to the supervisor's conversation with systemd.
+const SUPERVISOR_ONLY: [&str; 3] = ["NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID="];
+
+/// Checks the environment of every role process of `supervisor` that is
+/// running the role's code (command line `forkring ROLE --run NAME`, so past
+/// its exec: between fork and exec a child still shows the supervisor's
+/// environment). Adds the pids checked to `checked`. Best effort: roles that
+/// start and end between two calls are not seen.
+fn check_role_environments(supervisor: i32, checked: &mut BTreeSet<i32>) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Field 4, after the parenthesised command name, is the parent pid.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid != Some(supervisor) {
+            continue;
+        }
+        let (Ok(cmdline), Ok(environ)) = (
+            std::fs::read(format!("/proc/{pid}/cmdline")),
+            std::fs::read(format!("/proc/{pid}/environ")),
+        ) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() < 4 || args[2] != b"--run" {
+            continue; // not (yet) a role
+        }
+        for var in environ.split(|b| *b == 0) {
+            for bad in SUPERVISOR_ONLY {
+                assert!(
+                    !var.starts_with(bad.as_bytes()),
+                    "role pid {pid} ({}) inherited {}",
+                    String::from_utf8_lossy(args[1]),
+                    String::from_utf8_lossy(var)
+                );
+            }
+        }
+        checked.insert(pid);
+    }
+}
+
 /// Runs `forkring run` on the image job with `notify_socket` as
 /// `$NOTIFY_SOCKET` and a 200 ms watchdog, reading notifications from
 /// `sock` while it works. Asserts that it succeeds; returns the supervisor's
@@ -138,12 +194,15 @@ fn run_with_notify(
     };
     let started = Instant::now();
     let mut got = Vec::new();
+    let mut roles_checked = BTreeSet::new();
     let status = loop {
         // The kernel queues only a few datagrams per socket: keep reading
         // while the run works, so the supervisor never waits on us.
         while let Some(d) = receive(sock) {
             got.push(d);
+            check_role_environments(pid, &mut roles_checked);
         }
+        check_role_environments(pid, &mut roles_checked);
         let child = guard.child.as_mut().expect("child kept");
         if let Some(s) = child.try_wait().expect("waitpid") {
             break s;
@@ -170,6 +229,10 @@ fn run_with_notify(
     assert!(
         !stderr.contains("cannot notify"),
         "a notification could not be sent; stderr:\n{stderr}"
+    );
+    eprintln!(
+        "checked the environment of {} role processes",
+        roles_checked.len()
     );
     (pid, got, guard)
 }
