@@ -245,8 +245,10 @@ impl Supervisor {
             };
             let tick = self.until_next_event().map_or(tick, |d| d.min(tick));
             // Wake in time for the next systemd watchdog ping or status.
-            let tick =
-                (self.notifier.as_ref()).map_or(tick, |n| n.until_due(Instant::now()).min(tick));
+            let tick = self
+                .notifier
+                .as_ref()
+                .map_or(tick, |n| n.until_due(Instant::now()).min(tick));
             let sigs = if self.ready {
                 self.signals.wait(tick)
             } else {
