@@ -3,6 +3,7 @@
 pub mod control;
 pub mod handoff;
 pub mod job;
+pub mod notify;
 pub mod policy;
 pub mod progress;
 pub mod role;

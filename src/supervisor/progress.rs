@@ -232,15 +232,21 @@ impl Display {
             }
             Mode::Lines => {
                 if due {
-                    let parts: Vec<String> = progress
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| describe(p, rate(i)))
-                        .collect();
-                    self.log(&format!("{} | restarts {restarts}", parts.join(" | ")));
+                    self.log(&self.line(progress, restarts));
                 }
             }
         }
+    }
+
+    /// Every job's progress with the rates of the last `LOG_INTERVAL`, and
+    /// the restart count, on one line: a log line, and systemd's `STATUS=`.
+    pub fn line(&self, progress: &[Progress], restarts: u64) -> String {
+        let parts: Vec<String> = progress
+            .iter()
+            .enumerate()
+            .map(|(i, p)| describe(p, self.rates.get(i).copied().flatten()))
+            .collect();
+        format!("{} | restarts {restarts}", parts.join(" | "))
     }
 
     /// Removes the live display.

@@ -15,6 +15,7 @@ use crate::shm::{RunName, SpinPolicy};
 use super::control::{Control, ControlError, Phase, RoleState};
 use super::handoff::{self, EndCause};
 use super::job::JobHost;
+use super::notify::Notifier;
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use super::progress::Display;
 use super::role::{ExitStatus, Role};
@@ -159,6 +160,8 @@ struct Supervisor {
     killed: bool,
     gave_up: Option<(Role, ExitStatus)>,
     interrupted: bool,
+    /// systemd's notification socket, when started by systemd.
+    notifier: Option<Notifier>,
 }
 
 impl Supervisor {
@@ -203,6 +206,7 @@ impl Supervisor {
             killed: false,
             gave_up: None,
             interrupted: false,
+            notifier: Notifier::from_env(),
         }
     }
 
@@ -248,6 +252,11 @@ impl Supervisor {
                 Duration::from_millis(20)
             };
             let tick = self.until_next_event().map_or(tick, |d| d.min(tick));
+            // Wake in time for the next systemd watchdog ping or status.
+            let tick = self
+                .notifier
+                .as_ref()
+                .map_or(tick, |n| n.until_due(Instant::now()).min(tick));
             let sigs = if self.ready {
                 self.signals.wait(tick)
             } else {
@@ -283,6 +292,11 @@ impl Supervisor {
                 .values()
                 .sum();
             self.display.update(&progress, restarts, status);
+            if let Some(n) = &mut self.notifier {
+                n.tick(Instant::now(), || {
+                    format!("{status}: {}", self.display.line(&progress, restarts))
+                });
+            }
 
             let all_over = self
                 .slots
@@ -433,6 +447,9 @@ impl Supervisor {
         if all && !self.slots.is_empty() {
             self.ready = true;
             self.control.set_phase(Phase::Running);
+            if let Some(n) = &mut self.notifier {
+                n.ready();
+            }
             while self.control.attach_semaphore().try_wait() {}
         }
     }
@@ -462,6 +479,9 @@ impl Supervisor {
                 self.opts.stop_timeout.as_secs_f64()
             ));
         }
+        if let Some(n) = &mut self.notifier {
+            n.stopping();
+        }
         self.stop = Some((cause, Instant::now() + self.opts.stop_timeout));
     }
 
@@ -483,7 +503,7 @@ impl Supervisor {
         }
     }
 
-    fn finish(self, outcome: Outcome) -> CmdResult {
+    fn finish(mut self, outcome: Outcome) -> CmdResult {
         let seconds = self.seconds();
         self.control.set_prior_seconds(seconds);
         match outcome {
@@ -504,6 +524,10 @@ impl Supervisor {
             }
             Outcome::Ended(cause) => {
                 let out = self.control.settings().out.clone();
+                if let Some(n) = &mut self.notifier {
+                    n.status(&format!("handing off results to {}", out.display()));
+                    n.stopping();
+                }
                 let summary =
                     handoff::write_results(&self.control, &self.jobs, &out, seconds, &cause)?;
                 handoff::remove_segments(&self.control, &self.jobs);
