@@ -434,6 +434,7 @@ impl RunArgs {
             duration: self.duration,
             quiet: self.quiet,
             json: self.json,
+            seed_given: self.seed.is_some(),
         })
     }
 }

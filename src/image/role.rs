@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::error::{CmdResult, Failure};
 use crate::shm::turn::{Party, TurnWait};
-use crate::shm::{Access, RunName, SpinPolicy};
+use crate::shm::{Access, AdaptiveSpin, RunName, SpinPolicy};
 use crate::supervisor::control::Control;
 use crate::supervisor::role::Role;
 
@@ -63,6 +63,7 @@ pub fn run(run: &RunName, party: Party) -> CmdResult {
     // while the peer works, in pieces, re-checking the turn in between so
     // that a quick peer is never kept waiting by our prefetching.
     let mut owed: Option<u32> = None;
+    let mut spin = AdaptiveSpin::new(SpinPolicy::handoff());
     loop {
         let s = turn.seq();
         if s >= n {
@@ -80,15 +81,18 @@ pub fn run(run: &RunName, party: Party) -> CmdResult {
             }
             continue;
         }
-        match turn.wait(
+        // Spin while the peer answers quickly; stop spinning while it does
+        // not (it is then not running on another CPU).
+        let waited = turn.wait_phase(
             party,
             |s| s >= n || stop.is_set(),
-            SpinPolicy::HANDOFF,
+            spin.policy(),
             LIVENESS_SLICE,
-        ) {
-            Ok(TurnWait::Mine(_)) => continue,
-            Ok(TurnWait::GaveUp(s)) if s >= n => return Ok(()),
-            Ok(TurnWait::GaveUp(_)) => return Ok(()), // stop requested
+        );
+        match waited {
+            Ok((TurnWait::Mine(_), phase)) => spin.observe(phase),
+            // Complete, or a stop was requested.
+            Ok((TurnWait::GaveUp(_), _)) => return Ok(()),
             Err(_) => {
                 if stop.is_set() {
                     return Ok(());

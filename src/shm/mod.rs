@@ -43,4 +43,4 @@ pub use ring::{Ring, RingConsumer, RingError, RingProducer};
 pub use segment::{Access, CreateError, OpenError, Segment, SegmentSpec};
 pub use semaphore::Semaphore;
 pub use turn::Turn;
-pub use wait::{Deadline, Flag, FutexCell, SpinPolicy, TimedOut};
+pub use wait::{AdaptiveSpin, Deadline, Flag, FutexCell, Phase, SpinPolicy, TimedOut};

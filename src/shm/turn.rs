@@ -9,7 +9,7 @@
 //! image job does).
 
 use super::cell::{CachePadded, ShmSafe};
-use super::wait::{Deadline, FutexCell, SpinPolicy, TimedOut};
+use super::wait::{Deadline, FutexCell, Phase, SpinPolicy, TimedOut};
 
 /// One of the two parties of a [`Turn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,12 +77,25 @@ impl Turn {
     pub fn wait(
         &self,
         party: Party,
-        mut give_up: impl FnMut(u32) -> bool,
+        give_up: impl FnMut(u32) -> bool,
         policy: SpinPolicy,
         deadline: impl Into<Deadline>,
     ) -> Result<TurnWait, TimedOut> {
+        self.wait_phase(party, give_up, policy, deadline)
+            .map(|(w, _)| w)
+    }
+
+    /// Like [`Turn::wait`], also reporting the phase in which the wait
+    /// ended (for `AdaptiveSpin`).
+    pub fn wait_phase(
+        &self,
+        party: Party,
+        mut give_up: impl FnMut(u32) -> bool,
+        policy: SpinPolicy,
+        deadline: impl Into<Deadline>,
+    ) -> Result<(TurnWait, Phase), TimedOut> {
         let mut gave_up = false;
-        let seq = self.seq.wait_until(
+        let (seq, phase) = self.seq.wait_until_phase(
             |s| {
                 if party.owns(s) {
                     true
@@ -97,9 +110,9 @@ impl Turn {
             deadline,
         )?;
         if gave_up && !party.owns(seq) {
-            Ok(TurnWait::GaveUp(seq))
+            Ok((TurnWait::GaveUp(seq), phase))
         } else {
-            Ok(TurnWait::Mine(seq))
+            Ok((TurnWait::Mine(seq), phase))
         }
     }
 

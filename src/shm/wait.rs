@@ -36,6 +36,24 @@ impl SpinPolicy {
         spin: Duration::from_micros(50),
         yields: 8,
     };
+
+    /// `HANDOFF` when this process may run on at least two CPUs; otherwise
+    /// (a one-CPU affinity mask or cgroup quota) spinning can only delay the
+    /// peer, which needs our CPU, so yield and sleep at once.
+    pub fn handoff() -> SpinPolicy {
+        static ONE_CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let one = *ONE_CPU
+            .get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() < 2));
+        if one {
+            SpinPolicy {
+                polls: 0,
+                spin: Duration::ZERO,
+                yields: 2,
+            }
+        } else {
+            Self::HANDOFF
+        }
+    }
 }
 
 /// When a wait gives up: at an instant, or after a duration counted from the
@@ -67,6 +85,59 @@ impl Deadline {
             Deadline::At(i) => i,
             Deadline::After(d) => now + d,
         }
+    }
+}
+
+/// In which phase a wait saw its condition hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// During the tight polls (or at once).
+    Polls,
+    /// During the timed spin with PAUSE.
+    Spin,
+    /// After yielding the CPU.
+    Yield,
+    /// After sleeping in the kernel.
+    Sleep,
+}
+
+/// A spin policy that adapts to whether spinning pays: after a wait that had
+/// to yield or sleep (the peer was not running on another CPU, e.g. both
+/// share one core on a loaded machine), it stops spinning; after a wait
+/// that succeeded while polling, it spins fully again.
+#[derive(Debug, Clone, Copy)]
+pub struct AdaptiveSpin {
+    base: SpinPolicy,
+    current: SpinPolicy,
+}
+
+impl AdaptiveSpin {
+    /// Polls kept while degraded: cheap, and enough to catch a peer that
+    /// answers within a microsecond.
+    const DEGRADED_POLLS: u32 = 64;
+
+    /// Starts at `base`.
+    pub fn new(base: SpinPolicy) -> Self {
+        AdaptiveSpin {
+            base,
+            current: base,
+        }
+    }
+    /// The policy for the next wait.
+    pub fn policy(&self) -> SpinPolicy {
+        self.current
+    }
+    /// Learns from how the last wait ended.
+    pub fn observe(&mut self, phase: Phase) {
+        self.current = match phase {
+            Phase::Polls => self.base,
+            Phase::Spin => self.current,
+            Phase::Yield | Phase::Sleep => SpinPolicy {
+                polls: self.base.polls.min(Self::DEGRADED_POLLS),
+                spin: Duration::ZERO,
+                yields: self.base.yields.max(1),
+            },
+        };
     }
 }
 
@@ -192,18 +263,30 @@ impl FutexCell {
     /// last value seen.
     pub fn wait_until(
         &self,
-        mut done: impl FnMut(u32) -> bool,
+        done: impl FnMut(u32) -> bool,
         policy: SpinPolicy,
         deadline: impl Into<Deadline>,
     ) -> Result<u32, TimedOut> {
+        self.wait_until_phase(done, policy, deadline)
+            .map(|(v, _)| v)
+    }
+
+    /// Like [`FutexCell::wait_until`], also reporting in which phase the
+    /// condition held (for [`AdaptiveSpin`]).
+    pub fn wait_until_phase(
+        &self,
+        mut done: impl FnMut(u32) -> bool,
+        policy: SpinPolicy,
+        deadline: impl Into<Deadline>,
+    ) -> Result<(u32, Phase), TimedOut> {
         let mut v = self.load();
         if done(v) {
-            return Ok(v);
+            return Ok((v, Phase::Polls));
         }
         for _ in 0..policy.polls {
             v = self.load();
             if done(v) {
-                return Ok(v);
+                return Ok((v, Phase::Polls));
             }
         }
         let start = Instant::now();
@@ -215,7 +298,7 @@ impl FutexCell {
                     spin_loop();
                     v = self.load();
                     if done(v) {
-                        return Ok(v);
+                        return Ok((v, Phase::Spin));
                     }
                 }
                 if Instant::now() >= spin_end {
@@ -227,7 +310,7 @@ impl FutexCell {
             std::thread::yield_now();
             v = self.load();
             if done(v) {
-                return Ok(v);
+                return Ok((v, Phase::Yield));
             }
         }
         loop {
@@ -241,13 +324,13 @@ impl FutexCell {
             v = self.word.load(Ordering::SeqCst);
             if done(v) {
                 self.sleepers.fetch_sub(1, Ordering::Relaxed);
-                return Ok(v);
+                return Ok((v, Phase::Sleep));
             }
             futex::wait(&self.word, v, Some(deadline - now));
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
             v = self.load();
             if done(v) {
-                return Ok(v);
+                return Ok((v, Phase::Sleep));
             }
         }
     }
@@ -353,6 +436,18 @@ mod tests {
         assert!(f.is_set());
         f.clear();
         assert!(!f.is_set());
+    }
+
+    #[test]
+    fn adaptive_spin_degrades_and_recovers() {
+        let mut a = AdaptiveSpin::new(SpinPolicy::HANDOFF);
+        a.observe(Phase::Yield);
+        assert_eq!(a.policy().spin, Duration::ZERO);
+        assert!(a.policy().polls <= 64);
+        a.observe(Phase::Spin);
+        assert_eq!(a.policy().spin, Duration::ZERO);
+        a.observe(Phase::Polls);
+        assert_eq!(a.policy(), SpinPolicy::HANDOFF);
     }
 
     #[test]

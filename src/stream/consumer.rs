@@ -363,7 +363,7 @@ pub fn run(run: &RunName) -> CmdResult {
     // Under the supervisor, it prints the live figures; by hand, we do.
     let by_hand = std::env::var_os(crate::supervisor::spawn::SUPERVISED_ENV).is_none();
     let policy = if s.rate == Rate::Max {
-        SpinPolicy::HANDOFF
+        SpinPolicy::handoff()
     } else {
         SpinPolicy::SLEEP
     };

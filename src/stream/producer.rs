@@ -124,7 +124,7 @@ pub fn run(run: &RunName) -> CmdResult {
     match s.rate {
         Rate::Max => {
             while rec.next_seq < count && !finishing() {
-                let free = match ring.wait_free(1, SpinPolicy::HANDOFF, LIVENESS_SLICE)? {
+                let free = match ring.wait_free(1, SpinPolicy::handoff(), LIVENESS_SLICE)? {
                     Ok(f) => f,
                     Err(_) => {
                         check_supervisor()?;

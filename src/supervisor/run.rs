@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Print the summary as JSON on stdout.
     pub json: bool,
+    /// Whether `--seed` was given; when not, a resumed run keeps its
+    /// recorded seed instead of refusing the fresh random one.
+    pub seed_given: bool,
 }
 
 /// Lifecycle of one role under this supervisor.
@@ -73,7 +76,17 @@ fn open_or_create(opts: &RunOptions) -> Result<(Control, bool), Failure> {
                 ))
             })?;
             c.adopt()?;
-            let diffs = c.settings().differences(&opts.settings);
+            let mut requested = opts.settings.clone();
+            if !opts.seed_given {
+                let rec = c.settings();
+                if let (Some(r), Some(q)) = (&rec.image, &mut requested.image) {
+                    q.seed = r.seed;
+                }
+                if let (Some(r), Some(q)) = (&rec.stream, &mut requested.stream) {
+                    q.seed = r.seed;
+                }
+            }
+            let diffs = c.settings().differences(&requested);
             if !diffs.is_empty() {
                 return Err(Failure::runtime(format!(
                     "run {0} exists with different settings ({1}); resume it with the same settings, or discard it with `forkring clean {0}`",
@@ -130,6 +143,13 @@ pub fn run(opts: RunOptions) -> CmdResult {
     let signals = Signals::install()?;
     let (control, resumed) = open_or_create(&opts)?;
     if control.phase() == Some(Phase::HandedOff) {
+        // The previous supervisor finished the handoff and died while
+        // removing segments: finish that, and tell systemd we started and
+        // stopped cleanly (a start without READY=1 counts as a failure).
+        if let Some(mut n) = Notifier::from_env() {
+            n.ready();
+            n.stopping();
+        }
         let jobs = job_hosts(&control, true).unwrap_or_default();
         handoff::remove_segments(&control, &jobs);
         println!(
@@ -316,7 +336,7 @@ impl Supervisor {
         }
     }
 
-    /// Time until the next restart or the duration limit.
+    /// Time until the next due restart.
     fn until_next_event(&self) -> Option<Duration> {
         let now = Instant::now();
         let mut next: Option<Duration> = None;
@@ -424,8 +444,10 @@ impl Supervisor {
                 }
             }
         }
+        // Counted over every supervisor of the run, so a resumed run does
+        // not get the whole duration again.
         if let Some(d) = self.opts.duration
-            && self.started.elapsed() >= d
+            && self.seconds() >= d.as_secs_f64()
         {
             self.display.log(&format!(
                 "--duration {:.1} s reached; finishing",
