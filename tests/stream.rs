@@ -1,0 +1,399 @@
+//! The stream job through the real binary: exact dropout detection,
+//! interpolation, batch statistics, SIGKILL crash safety, bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn run_stream(name: &str, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "run",
+        "--jobs",
+        "stream",
+        "--name",
+        name,
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    forkring(&args)
+}
+
+fn jsonl(dir: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("stream.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+/// A row of stream.txt: sequence number, filled in, values.
+type Row = (u64, bool, Vec<f64>);
+/// A batch's printed (mean, std) per column.
+type Table = Vec<(f64, f64)>;
+
+/// Rows of stream.txt, and per batch the printed statistics table.
+fn parse_text(dir: &std::path::Path) -> (Vec<Row>, Vec<Table>) {
+    let text = std::fs::read_to_string(dir.join("stream.txt")).unwrap();
+    let mut rows = Vec::new();
+    let mut tables = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        if line.starts_with("===") {
+            continue;
+        }
+        if line.starts_with("---") {
+            tables.push(Vec::new());
+            in_table = true;
+            continue;
+        }
+        if line.trim_start().starts_with("seq")
+            || line.trim_start().starts_with("column")
+            || line.is_empty()
+        {
+            continue;
+        }
+        if line.starts_with("rate:") {
+            in_table = false;
+            continue;
+        }
+        let mut it = line.split_whitespace();
+        let first = it.next().unwrap();
+        if in_table {
+            let m: f64 = it.next().unwrap().parse().unwrap();
+            let s: f64 = it.next().unwrap().parse().unwrap();
+            tables.last_mut().unwrap().push((m, s));
+        } else {
+            let filled = first.ends_with('*');
+            let seq: u64 = first.trim_end_matches('*').parse().unwrap();
+            let vals = it.map(|v| v.parse().unwrap()).collect();
+            rows.push((seq, filled, vals));
+        }
+    }
+    (rows, tables)
+}
+
+#[test]
+fn noise_dropouts_are_detected_exactly() {
+    let _g = serial();
+    let name = run_name("noise");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    // 6000 vectors at 2000/s: about 3 s, with a dropout every 0.2-0.3 s.
+    let o = run_stream(
+        &name,
+        dir.path(),
+        &[
+            "--rate",
+            "2000",
+            "--count",
+            "6000",
+            "--noise",
+            "--noise-low",
+            "0.2",
+            "--noise-high",
+            "0.3",
+            "--seed",
+            "9",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let s = summary(dir.path())["stream"].clone();
+    let (produced, received, dropped) = (
+        s["produced"].as_u64().unwrap(),
+        s["received"].as_u64().unwrap(),
+        s["dropped"].as_u64().unwrap(),
+    );
+    assert_eq!(produced, 6000);
+    assert_eq!(produced, received + dropped, "{s}");
+    assert_eq!(
+        s["extrapolated"], s["dropped"],
+        "every dropout filled exactly once: {s}"
+    );
+    assert_eq!(
+        s["gaps"], s["drop_events"],
+        "one gap per dropout event: {s}"
+    );
+    assert_eq!(s["duplicates"], 0);
+    let events = s["drop_events"].as_u64().unwrap();
+    // About 3 s of production; one event every 0.2-0.3 s.
+    assert!(
+        (8..=16).contains(&events),
+        "{events} dropout events in ~3 s: {s}"
+    );
+    // The per-batch records add up to the same figures.
+    let lines = jsonl(dir.path());
+    assert_eq!(lines.len() as u64, s["batches"].as_u64().unwrap());
+    let rx: u64 = lines.iter().map(|l| l["received"].as_u64().unwrap()).sum();
+    let ex: u64 = lines
+        .iter()
+        .map(|l| l["extrapolated"].as_u64().unwrap())
+        .sum();
+    assert_eq!((rx, ex), (received, dropped));
+    assert_eq!(lines.last().unwrap()["last_seq"], 5999);
+    assert!(segments_of(&name).is_empty());
+}
+
+#[test]
+fn gaps_are_interpolated_and_batch_statistics_are_exact() {
+    let _g = serial();
+    let name = run_name("interp");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let o = run_stream(
+        &name,
+        dir.path(),
+        &[
+            "--rate",
+            "4000",
+            "--count",
+            "2000",
+            "--noise",
+            "--noise-low",
+            "0.05",
+            "--noise-high",
+            "0.1",
+            "--format",
+            "text",
+            "--dim",
+            "4",
+            "--batch",
+            "50",
+            "--seed",
+            "3",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let (rows, tables) = parse_text(dir.path());
+    assert_eq!(rows.len(), 2000);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.0, i as u64, "rows are in sequence order");
+    }
+    let mut filled = 0;
+    for i in 0..rows.len() {
+        if !rows[i].1 {
+            continue;
+        }
+        filled += 1;
+        // Neighbours: the closest received rows on each side.
+        let a = (0..i).rev().find(|&k| !rows[k].1);
+        let b = (i + 1..rows.len()).find(|&k| !rows[k].1);
+        let want: Vec<f64> = match (a, b) {
+            (Some(a), Some(b)) => {
+                let t = (i - a) as f64 / (b - a) as f64;
+                rows[a]
+                    .2
+                    .iter()
+                    .zip(&rows[b].2)
+                    .map(|(x, y)| x + (y - x) * t)
+                    .collect()
+            }
+            (Some(a), None) => rows[a].2.clone(),
+            (None, Some(b)) => rows[b].2.clone(),
+            (None, None) => unreachable!(),
+        };
+        for (got, w) in rows[i].2.iter().zip(&want) {
+            assert!(
+                (got - w).abs() < 2e-4,
+                "row {i}: {got} vs straight line {w}"
+            );
+        }
+    }
+    assert!(filled > 0, "the run had no dropout to fill");
+    // Batch statistics against a direct computation from the printed rows.
+    assert_eq!(tables.len(), 40);
+    for (b, table) in tables.iter().enumerate() {
+        let batch = &rows[b * 50..(b + 1) * 50];
+        for (c, (m, s)) in table.iter().enumerate() {
+            let col: Vec<f64> = batch.iter().map(|r| r.2[c]).collect();
+            let mean = col.iter().sum::<f64>() / 50.0;
+            let std = (col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 50.0).sqrt();
+            assert!(
+                (m - mean).abs() < 1e-4,
+                "batch {b} column {c}: mean {m} vs {mean}"
+            );
+            assert!(
+                (s - std).abs() < 1e-4,
+                "batch {b} column {c}: std {s} vs {std}"
+            );
+        }
+    }
+}
+
+/// SIGKILL the producer or the consumer at random moments, at least 20
+/// times, during a --rate max run of a fixed number of vectors: nothing
+/// lost, nothing counted twice, and the batch statistics identical to an
+/// uninterrupted run.
+#[test]
+fn sigkill_of_producer_and_consumer_loses_nothing() {
+    let _g = serial();
+    let count = "400000";
+    let reference = tempdir();
+    {
+        let name = run_name("skref");
+        let _c = Cleanup(name.clone());
+        let o = run_stream(
+            &name,
+            reference.path(),
+            &["--rate", "max", "--count", count, "--seed", "5"],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let strip = |v: &Vec<Value>| -> Vec<Value> {
+        v.iter()
+            .map(|l| {
+                let mut l = l.clone();
+                let o = l.as_object_mut().unwrap();
+                o.remove("rate_mean");
+                o.remove("rate_std");
+                l
+            })
+            .collect()
+    };
+    let want = strip(&jsonl(reference.path()));
+
+    let mut rng = Lcg(77);
+    let mut kills = 0;
+    let mut attempt = 0;
+    while kills < 20 {
+        attempt += 1;
+        assert!(attempt <= 20, "could not land 20 kills in 20 runs");
+        let name = run_name(&format!("sk{attempt}"));
+        let _c = Cleanup(name.clone());
+        let dir = tempdir();
+        let mut bg = spawn(&[
+            "run",
+            "--jobs",
+            "stream",
+            "--name",
+            &name,
+            "--rate",
+            "max",
+            "--count",
+            count,
+            "--seed",
+            "5",
+            "--quiet",
+            "--max-restarts",
+            "1000",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ]);
+        while kills < 20 && !bg.exited() {
+            std::thread::sleep(Duration::from_micros(rng.below(40_000)));
+            let roles = live_roles(&name);
+            if roles.is_empty() {
+                continue;
+            }
+            let (_, pid) = roles[rng.below(roles.len() as u64) as usize];
+            signal(pid, libc::SIGKILL);
+            kills += 1;
+        }
+        let (status, log) = bg.wait(Duration::from_secs(300));
+        assert!(status.success(), "{log}");
+        let s = summary(dir.path())["stream"].clone();
+        assert_eq!(s["produced"].as_u64(), Some(400_000), "{s}");
+        assert_eq!(s["received"].as_u64(), Some(400_000), "{s}");
+        assert_eq!(s["dropped"], 0);
+        assert_eq!(
+            s["extrapolated"], 0,
+            "a killed role must not create gaps: {s}"
+        );
+        assert_eq!(s["duplicates"], 0, "{s}");
+        assert_eq!(s["conservation_ok"], true);
+        assert_eq!(
+            strip(&jsonl(dir.path())),
+            want,
+            "batch records differ from the uninterrupted run"
+        );
+        assert!(segments_of(&name).is_empty());
+    }
+}
+
+#[test]
+fn bad_stream_input_is_refused_and_leaves_nothing() {
+    let name = run_name("badstream");
+    let dir = tempdir();
+    for (args, needle) in [
+        (vec!["--dim", "0"], "--dim"),
+        (vec!["--rate", "0"], "rate 0"),
+        (
+            vec!["--noise", "--noise-low", "3", "--noise-high", "2"],
+            "above --noise-high",
+        ),
+        (vec!["--batch", "0"], "--batch"),
+        (vec!["--rate", "fast"], "not a rate"),
+        (vec!["--ring-slots", "1000"], "power of two"),
+        (vec!["--noise-low", "1"], "only apply with --noise"),
+    ] {
+        let o = run_stream(&name, dir.path(), &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
+        assert!(segments_of(&name).is_empty(), "{args:?} left segments");
+    }
+    let o = forkring(&["run", "--jobs", "image", "--dim", "4", "--name", &name]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("stream job is not in --jobs"));
+}
+
+#[test]
+fn roles_by_hand_are_checked_against_the_run() {
+    let _g = serial();
+    let name = run_name("byhand");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let bg = spawn(&[
+        "run",
+        "--jobs",
+        "stream",
+        "--name",
+        &name,
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        wait_roles(&name, 2, Duration::from_secs(60)),
+        "roles did not start: {}",
+        bg.log()
+    );
+    // A second producer would break the single-producer ring: refused.
+    let o = forkring(&["producer", "--run", &name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("already running"), "{}", text(&o));
+    // Options that disagree with the run: refused as a usage error.
+    let o = forkring(&["consumer", "--run", &name, "--batch", "7"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("differs from run"), "{}", text(&o));
+    // A second supervisor for the same name: refused, naming the live one.
+    let o = forkring(&[
+        "run",
+        "--jobs",
+        "stream",
+        "--name",
+        &name,
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("supervisor pid {}", bg.pid())),
+        "{}",
+        text(&o)
+    );
+    signal(bg.pid(), libc::SIGTERM);
+    let (status, log) = bg.wait(Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+    let s = summary(dir.path());
+    assert_eq!(s["stopped_by"], "SIGTERM");
+    let st = &s["stream"];
+    assert_eq!(
+        st["produced"].as_u64(),
+        Some(st["received"].as_u64().unwrap() + st["dropped"].as_u64().unwrap())
+    );
+    assert!(segments_of(&name).is_empty());
+}

@@ -1,0 +1,176 @@
+//! Supervisor behaviour through the real binary: restarts, the restart
+//! limit, graceful stop, status and clean.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use forkring::supervisor::role::Role;
+
+#[test]
+fn killed_role_is_restarted_and_the_run_completes() {
+    let _g = serial();
+    let name = run_name("restart");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let bg = spawn(&[
+        "run",
+        "--jobs",
+        "image",
+        "--name",
+        &name,
+        "--size",
+        "1024",
+        "--seed",
+        "2",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        wait_roles(&name, 2, Duration::from_secs(60)),
+        "{}",
+        bg.log()
+    );
+    let ping = live_roles(&name)
+        .into_iter()
+        .find(|(r, _)| *r == Role::Ping)
+        .unwrap()
+        .1;
+    signal(ping, libc::SIGKILL);
+    let (status, log) = bg.wait(Duration::from_secs(300));
+    assert!(status.success(), "{log}");
+    let s = summary(dir.path());
+    assert!(s["restarts"]["ping"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["image"]["complete"], true);
+    assert!(
+        forkring(&["verify", dir.path().to_str().unwrap()])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn crash_loop_trips_the_restart_limit() {
+    let _g = serial();
+    let name = run_name("loop");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let bg = spawn(&[
+        "run",
+        "--jobs",
+        "stream",
+        "--name",
+        &name,
+        "--max-restarts",
+        "3",
+        "--restart-window",
+        "10",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        wait_roles(&name, 2, Duration::from_secs(60)),
+        "{}",
+        bg.log()
+    );
+    // Corrupt the ring's capacity field (body offset 0 after the 128-byte
+    // header): every new producer now fails to attach and exits 1.
+    let ring = format!("/dev/shm/forkring.{name}.ring");
+    let mut bytes = std::fs::read(&ring).unwrap();
+    bytes[128..132].copy_from_slice(&3u32.to_le_bytes());
+    std::fs::write(&ring, &bytes).unwrap();
+    let producer = live_roles(&name)
+        .into_iter()
+        .find(|(r, _)| *r == Role::Producer)
+        .unwrap()
+        .1;
+    signal(producer, libc::SIGKILL);
+    let (status, log) = bg.wait(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(log.contains("role producer exited with status 1"), "{log}");
+    assert!(log.contains("more than 3 restarts"), "{log}");
+    assert!(
+        log.contains("capacity"),
+        "the role's own error names the field: {log}"
+    );
+    // The segments are kept for inspection or resume; status shows why.
+    assert!(!segments_of(&name).is_empty());
+    let st = forkring(&["status", &name, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["phase"], "failed", "{v}");
+    assert_eq!(v["supervisor"]["alive"], false);
+    let o = forkring(&["clean", &name]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(segments_of(&name).is_empty());
+}
+
+#[test]
+fn sigterm_stops_everything_and_hands_off() {
+    let _g = serial();
+    let name = run_name("term");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let bg = spawn(&[
+        "run",
+        "--name",
+        &name,
+        "--size",
+        "2048",
+        "--seed",
+        "4",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        wait_roles(&name, 4, Duration::from_secs(60)),
+        "{}",
+        bg.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let pids: Vec<u32> = live_roles(&name).iter().map(|(_, p)| *p).collect();
+    assert_eq!(pids.len(), 4);
+    // Status sees the live run.
+    let st = forkring(&["status", &name, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["supervisor"]["alive"], true, "{v}");
+    assert_eq!(v["roles"].as_array().unwrap().len(), 4);
+    // Clean never touches a live run.
+    let o = forkring(&["clean", &name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("live"));
+    assert!(!segments_of(&name).is_empty());
+
+    signal(bg.pid(), libc::SIGTERM);
+    let (status, log) = bg.wait(Duration::from_secs(120));
+    assert!(status.success(), "{log}");
+    for p in pids {
+        assert!(!alive(p), "role {p} survived the stop");
+    }
+    assert!(segments_of(&name).is_empty(), "{:?}", segments_of(&name));
+    let s = summary(dir.path());
+    assert_eq!(s["stopped_by"], "SIGTERM");
+    assert_eq!(s["image"]["complete"], false);
+    assert!(s["image"]["iterations"].as_u64().unwrap() > 0);
+    // The partial image is consistent with its history.
+    let v = forkring(&["verify", dir.path().to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(text(&v).contains("partial image"));
+    assert!(dir.path().join("stream.jsonl").exists());
+}
+
+#[test]
+fn status_and_clean_with_nothing_there() {
+    let name = run_name("none");
+    let o = forkring(&["status", &name]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("no run named"));
+    let o = forkring(&["clean", &name]);
+    assert!(o.status.success());
+    assert!(text(&o).contains("nothing to clean"));
+    let o = forkring(&["run", "--name", "bad/name"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("letters, digits"));
+}
