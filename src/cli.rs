@@ -554,7 +554,12 @@ fn consumer_role(a: &ConsumerArgs) -> CmdResult {
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> CmdResult {
     match cli.command {
-        Command::Run(a) => crate::supervisor::run::run(a.options()?),
+        Command::Run(a) => {
+            // First of all, before any thread starts and before any work:
+            // from here on SIGINT/SIGTERM/SIGHUP are stop requests.
+            let signals = crate::supervisor::signals::Signals::install()?;
+            crate::supervisor::run::run(a.options()?, signals)
+        }
         Command::Ping(a) => crate::image::role::run(&a.run, Party::Even),
         Command::Pong(a) => crate::image::role::run(&a.run, Party::Odd),
         Command::Producer(a) => producer_role(&a),

@@ -359,9 +359,18 @@ impl Control {
     }
 
     /// Takes the supervisor lock of a run whose supervisor died, records us
-    /// as its supervisor and lowers the stop flag. Fails with `Live` if a
-    /// supervisor holds the lock.
+    /// as its supervisor and lowers the stop flag (`lock` then `take_over`).
+    /// Fails with `Live` if a supervisor holds the lock.
     pub fn adopt(&self) -> Result<(), ControlError> {
+        self.lock()?;
+        self.take_over();
+        Ok(())
+    }
+
+    /// Takes the supervisor lock (released when this handle is dropped)
+    /// without changing anything in the run. Fails with `Live` if a
+    /// supervisor holds it.
+    pub fn lock(&self) -> Result<(), ControlError> {
         match lock::try_lock(self.seg.fd(), SUPERVISOR_LOCK_BYTE) {
             Ok(true) => {}
             Ok(false) => {
@@ -377,12 +386,17 @@ impl Control {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Records us as the run's supervisor (after `lock`), counts a resume
+    /// and lowers the stop flag.
+    pub fn take_over(&self) {
         let s = &self.body().supervisor;
         s.pid.set(std::process::id());
         s.start_ticks.set(crate::procinfo::own_start_ticks());
         s.resumes.add(1);
         self.body().stop.clear();
-        Ok(())
     }
 
     /// Takes the lock of `role` for the calling role process and records its

@@ -75,7 +75,7 @@ fn open_or_create(opts: &RunOptions) -> Result<(Control, bool), Failure> {
                     opts.name
                 ))
             })?;
-            c.adopt()?;
+            c.lock()?;
             let mut requested = opts.settings.clone();
             if !opts.seed_given {
                 let rec = c.settings();
@@ -94,6 +94,7 @@ fn open_or_create(opts: &RunOptions) -> Result<(Control, bool), Failure> {
                     diffs.join("; ")
                 )));
             }
+            c.take_over();
             Ok((c, true))
         }
         Err(e) => Err(e.into()),
@@ -137,10 +138,9 @@ fn job_hosts(control: &Control, resumed: bool) -> Result<Vec<Box<dyn JobHost>>, 
     }
 }
 
-/// `forkring run`.
-pub fn run(opts: RunOptions) -> CmdResult {
-    // Before any thread exists, so that every thread inherits the mask.
-    let signals = Signals::install()?;
+/// `forkring run`. `signals` must be installed before anything else (see
+/// [`Signals::install`]) so that a stop request is never lost.
+pub fn run(opts: RunOptions, signals: Signals) -> CmdResult {
     let (control, resumed) = open_or_create(&opts)?;
     if control.phase() == Some(Phase::HandedOff) {
         // The previous supervisor finished the handoff and died while

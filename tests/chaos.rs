@@ -1,0 +1,449 @@
+//! Chaos and faults: random SIGKILLs of every role in a combined run, the
+//! supervisor killed and resumed, SIGTERM at a random moment, a crash loop,
+//! a /dev/shm too small, and segments that are not ours.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use forkring::supervisor::role::Role;
+
+const SIZE: &str = "1024";
+const SEED: &str = "99";
+
+/// The image of a fault-free run (image job alone: the image does not
+/// depend on the stream).
+fn reference_image() -> (Vec<u8>, Vec<u8>) {
+    let name = run_name("chref");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let o = forkring(&[
+        "run",
+        "--jobs",
+        "image",
+        "--name",
+        &name,
+        "--size",
+        SIZE,
+        "--seed",
+        SEED,
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    (
+        std::fs::read(dir.path().join("image.png")).unwrap(),
+        std::fs::read(dir.path().join("history.bin")).unwrap(),
+    )
+}
+
+fn check_result(dir: &std::path::Path, want: &(Vec<u8>, Vec<u8>)) -> serde_json::Value {
+    assert!(
+        std::fs::read(dir.join("image.png")).unwrap() == want.0,
+        "image differs from the fault-free run"
+    );
+    assert!(
+        std::fs::read(dir.join("history.bin")).unwrap() == want.1,
+        "history differs from the fault-free run"
+    );
+    let s = summary(dir);
+    let st = &s["stream"];
+    let (p, r, d) = (
+        st["produced"].as_u64().unwrap(),
+        st["received"].as_u64().unwrap(),
+        st["dropped"].as_u64().unwrap(),
+    );
+    assert_eq!(p, r + d, "stream conservation: {st}");
+    assert_eq!(st["duplicates"], 0, "{st}");
+    assert_eq!(st["extrapolated"], st["dropped"], "{st}");
+    s
+}
+
+#[test]
+fn fifty_sigkills_of_random_roles() {
+    let _g = serial();
+    let want = reference_image();
+    let name = run_name("chaos50");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let mut bg = spawn(&[
+        "run",
+        "--name",
+        &name,
+        "--size",
+        SIZE,
+        "--seed",
+        SEED,
+        "--rate",
+        "2000",
+        "--quiet",
+        "--max-restarts",
+        "10000",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let mut rng = Lcg(50);
+    let mut kills = 0;
+    let mut by_role = std::collections::BTreeMap::new();
+    while kills < 50 {
+        assert!(
+            !bg.exited(),
+            "the run ended after only {kills} kills: {}",
+            bg.log()
+        );
+        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
+        let roles = live_roles(&name);
+        if roles.is_empty() {
+            continue;
+        }
+        let (role, pid) = roles[rng.below(roles.len() as u64) as usize];
+        signal(pid, libc::SIGKILL);
+        *by_role.entry(role).or_insert(0) += 1;
+        kills += 1;
+    }
+    let (status, log) = bg.wait(Duration::from_secs(120));
+    assert!(status.success(), "{log}");
+    let s = check_result(dir.path(), &want);
+    let restarts: u64 = s["restarts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(
+        restarts >= 40,
+        "kills {by_role:?} but only {restarts} restarts recorded: {s}"
+    );
+    assert!(segments_of(&name).is_empty());
+}
+
+#[test]
+fn supervisor_killed_then_resumed() {
+    let _g = serial();
+    let want = reference_image();
+    let name = run_name("chresume");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let args = [
+        "run",
+        "--name",
+        &name,
+        "--size",
+        SIZE,
+        "--seed",
+        SEED,
+        "--rate",
+        "2000",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ];
+    let mut bg = spawn(&args);
+    assert!(
+        wait_roles(&name, 4, Duration::from_secs(60)),
+        "{}",
+        bg.log()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let roles: Vec<u32> = live_roles(&name).iter().map(|(_, p)| *p).collect();
+    signal(bg.pid(), libc::SIGKILL);
+    let _ = bg.child.wait();
+    let killed = Instant::now();
+    // Every role dies with its supervisor (parent-death signal).
+    while roles.iter().any(|&p| alive(p)) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "a role outlived its supervisor by a second"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The segments outlive everything; status says the supervisor is dead.
+    assert!(!segments_of(&name).is_empty());
+    let st = forkring(&["status", &name, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["supervisor"]["alive"], false, "{v}");
+    // Different settings are refused, naming the difference.
+    let o = forkring(&[
+        "run",
+        "--name",
+        &name,
+        "--size",
+        "512",
+        "--seed",
+        SEED,
+        "--rate",
+        "2000",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("--size: recorded 1024x1024, requested 512x512"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains(&format!("forkring clean {name}")),
+        "{}",
+        text(&o)
+    );
+    // The same command resumes and finishes with the fault-free result.
+    let o = forkring(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = check_result(dir.path(), &want);
+    assert_eq!(s["resumes"], 1, "{s}");
+    assert!(segments_of(&name).is_empty());
+}
+
+#[test]
+fn sigterm_at_a_random_moment() {
+    let _g = serial();
+    let mut rng = Lcg(0xde1a);
+    for round in 0..3 {
+        let name = run_name(&format!("chterm{round}"));
+        let _c = Cleanup(name.clone());
+        let dir = tempdir();
+        let mut bg = spawn(&[
+            "run",
+            "--name",
+            &name,
+            "--size",
+            SIZE,
+            "--seed",
+            SEED,
+            "--quiet",
+            "--stop-timeout",
+            "2",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ]);
+        // A random moment of the run's life: from its creation (the
+        // control segment exists) to well after the image is done.
+        let control = format!("/dev/shm/forkring.{name}.control");
+        let start = Instant::now();
+        while !std::path::Path::new(&control).exists() && !bg.exited() {
+            assert!(start.elapsed() < Duration::from_secs(30), "{}", bg.log());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(800)));
+        let roles: Vec<u32> = live_roles(&name).iter().map(|(_, p)| *p).collect();
+        let sent = Instant::now();
+        signal(bg.pid(), libc::SIGTERM);
+        let (status, log) = bg.wait(Duration::from_secs(60));
+        let took = sent.elapsed();
+        assert!(status.success(), "round {round}: {log}");
+        // Roles get --stop-timeout (2 s); the handoff of a 1024x1024
+        // image is well under a second more.
+        assert!(
+            took < Duration::from_secs(10),
+            "round {round}: exit took {took:?}"
+        );
+        for p in roles {
+            assert!(!alive(p), "role {p} survived");
+        }
+        assert!(
+            segments_of(&name).is_empty(),
+            "round {round}: {:?}",
+            segments_of(&name)
+        );
+        let s = summary(dir.path());
+        // SIGTERM may land before roles start or after the image is done.
+        assert!(
+            s["stopped_by"] == "SIGTERM" || s["stopped_by"].is_null(),
+            "{s}"
+        );
+        assert!(dir.path().join("history.bin").exists() && dir.path().join("image.png").exists());
+        let v = forkring(&["verify", dir.path().to_str().unwrap()]);
+        assert!(v.status.success(), "{}", text(&v));
+        let st = &s["stream"];
+        assert_eq!(
+            st["produced"].as_u64().unwrap(),
+            st["received"].as_u64().unwrap() + st["dropped"].as_u64().unwrap()
+        );
+    }
+}
+
+#[test]
+fn crash_loop_trips_the_restart_limit() {
+    let _g = serial();
+    let name = run_name("chloop");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let bg = spawn(&[
+        "run",
+        "--jobs",
+        "stream",
+        "--name",
+        &name,
+        "--max-restarts",
+        "3",
+        "--restart-window",
+        "10",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        wait_roles(&name, 2, Duration::from_secs(60)),
+        "{}",
+        bg.log()
+    );
+    // Corrupt the ring's capacity field (first word of the body, after the
+    // 128-byte header): every new producer fails to attach and exits 1.
+    let ring = format!("/dev/shm/forkring.{name}.ring");
+    let mut bytes = std::fs::read(&ring).unwrap();
+    bytes[128..132].copy_from_slice(&3u32.to_le_bytes());
+    std::fs::write(&ring, &bytes).unwrap();
+    let producer = live_roles(&name)
+        .into_iter()
+        .find(|(r, _)| *r == Role::Producer)
+        .unwrap()
+        .1;
+    signal(producer, libc::SIGKILL);
+    let (status, log) = bg.wait(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(log.contains("role producer exited with status 1"), "{log}");
+    assert!(log.contains("more than 3 restarts"), "{log}");
+    assert!(
+        log.contains("ring field capacity = 3 is invalid"),
+        "the role's own error names the field: {log}"
+    );
+    // The segments are kept for inspection or resume; status shows why.
+    let st = forkring(&["status", &name, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["phase"], "failed", "{v}");
+    let o = forkring(&["clean", &name]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(segments_of(&name).is_empty());
+}
+
+#[test]
+fn dev_shm_too_small() {
+    let _g = serial();
+    let probe = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=1m tmpfs /dev/shm",
+        ])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "skipped: cannot mount a private tmpfs here: {}",
+                text(&o).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: unshare is not available: {e}");
+            return;
+        }
+    }
+    let dir = tempdir();
+    let script = format!(
+        "mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {} run --name small --size 512 --quiet --out {}",
+        bin(),
+        dir.path().display()
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("needs") && t.contains("free") && t.contains("--shm-size"),
+        "{t}"
+    );
+    assert!(!dir.path().join("summary.json").exists());
+}
+
+#[test]
+fn foreign_and_garbage_segments_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = serial();
+    let dir = tempdir();
+    let out = dir.path().to_str().unwrap();
+    let name = run_name("chforeign");
+    let _c = Cleanup(name.clone());
+    let control = format!("/dev/shm/forkring.{name}.control");
+    // Mode 0644: someone else made it, or made it readable for others.
+    std::fs::write(&control, vec![0u8; 4096]).unwrap();
+    std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = forkring(&[
+        "run", "--name", &name, "--size", "64", "--quiet", "--out", out,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("mode 0644, expected 0600"),
+        "{}",
+        text(&o)
+    );
+    // Another owner.
+    std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&control, Some(4242), None).unwrap();
+        let o = forkring(&[
+            "run", "--name", &name, "--size", "64", "--quiet", "--out", out,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("owned by uid 4242"), "{}", text(&o));
+        std::os::unix::fs::chown(&control, Some(0), None).unwrap();
+    }
+    // Garbage.
+    let garbage: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&control, &garbage).unwrap();
+    let o = forkring(&[
+        "run", "--name", &name, "--size", "64", "--quiet", "--out", out,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("magic"), "{}", text(&o));
+    let o = forkring(&["status", &name]);
+    assert!(
+        o.status.success(),
+        "status must report, not crash: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("unreadable"), "{}", text(&o));
+    let o = forkring(&["clean", &name]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(segments_of(&name).is_empty());
+    // Garbage in a job segment of a resumable run: the resume is refused
+    // with the segment and field named, and nothing crashes.
+    let name2 = run_name("chgarbage");
+    let _c2 = Cleanup(name2.clone());
+    let args = [
+        "run", "--jobs", "image", "--name", &name2, "--size", "512", "--seed", "1", "--quiet",
+        "--out", out,
+    ];
+    let mut bg = spawn(&args);
+    assert!(
+        wait_roles(&name2, 2, Duration::from_secs(60)),
+        "{}",
+        bg.log()
+    );
+    signal(bg.pid(), libc::SIGKILL);
+    let _ = bg.child.wait();
+    std::thread::sleep(Duration::from_millis(100));
+    let img = format!("/dev/shm/forkring.{name2}.image");
+    let mut bytes = std::fs::read(&img).unwrap();
+    for b in &mut bytes[128..] {
+        *b = 0xa5;
+    }
+    std::fs::write(&img, &bytes).unwrap();
+    let o = forkring(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("forkring.{name2}.image")),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("forkring clean"), "{}", text(&o));
+}
