@@ -70,119 +70,67 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ConsumerError + '_ {
     }
 }
 
-/// The consumer's working state, attached to a run.
+/// The consumer's analytics, independent of where vectors come from: gap
+/// detection, interpolation, batch and rate statistics, and the formatted
+/// output they produce. The ring consumer below and the pipe/socket
+/// consumers of `forkring bench stream` run this same code.
 #[derive(Debug)]
-pub struct Consumer<'a> {
+pub struct Analyzer {
     settings: StreamSettings,
-    ctl: &'a StreamControl,
-    record: CommittedBytes<'a>,
-    ring: RingConsumer<'a>,
     st: ConsumerState,
-    words: Vec<u64>,
-    file: File,
-    path: PathBuf,
+    /// Formatted output not yet written.
     pending: Vec<u8>,
-    /// Producer's next sequence number as last read: every slot's sequence
-    /// number must be below it.
-    bound: u64,
     fill: Vec<f32>,
     cur: Vec<f32>,
 }
 
-impl<'a> Consumer<'a> {
-    /// Attaches to the run: loads the committed state, truncates the
-    /// working output file `dir/.stream.partial` back to the committed
-    /// length, and resumes the ring at the committed position.
-    pub fn attach(segs: &'a StreamSegments, dir: &Path) -> Result<Self, ConsumerError> {
-        let s = segs.settings().clone();
-        let ctl = segs.control().map_err(StreamSegmentError::from)?;
-        let record = segs.consumer_record()?;
-        let mut words = vec![0u64; ConsumerState::words(s.dim, s.rate_window)];
-        record.load(&mut words);
-        let st = ConsumerState::decode(&words, s.dim, s.rate_window, s.batch)?;
-        let path = dir.join(output::PARTIAL_NAME);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let len = file.metadata().map_err(io_err(&path))?.len();
-        if len < st.file_offset {
-            return Err(ConsumerError::Output {
-                path: path.display().to_string(),
-                detail: format!(
-                    "is {len} bytes but {} were committed; it was truncated or replaced behind forkring's back",
-                    st.file_offset
-                ),
-            });
-        }
-        file.set_len(st.file_offset).map_err(io_err(&path))?;
-        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
-        let ring = RingConsumer::resume_at(segs.ring_view()?, st.tail)?;
-        let dim = s.dim as usize;
-        Ok(Consumer {
-            bound: ctl.producer.load().1.next_seq,
-            settings: s,
-            ctl,
-            record,
-            ring,
+impl Analyzer {
+    /// Analytics continuing from `st`.
+    pub fn new(settings: StreamSettings, st: ConsumerState) -> Self {
+        let dim = settings.dim as usize;
+        Analyzer {
+            settings,
             st,
-            words,
-            file,
-            path,
             pending: Vec::with_capacity(1 << 16),
             fill: vec![0.0; dim],
             cur: vec![0.0; dim],
-        })
+        }
     }
 
-    /// The state as last processed (committed after each chunk).
+    /// The state.
     pub fn state(&self) -> &ConsumerState {
         &self.st
     }
-    /// The ring side, for waiting.
-    pub fn ring(&mut self) -> &mut RingConsumer<'a> {
-        &mut self.ring
+    /// The state, for the caller's own bookkeeping (ring position, file
+    /// offset).
+    pub fn state_mut(&mut self) -> &mut ConsumerState {
+        &mut self.st
+    }
+    /// Takes the output formatted so far.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::replace(&mut self.pending, Vec::with_capacity(1 << 16))
+    }
+    /// Whether output is waiting to be written.
+    pub fn has_output(&self) -> bool {
+        !self.pending.is_empty()
     }
 
-    fn producer(&self) -> ProducerRecord {
-        self.ctl
-            .producer
-            .snapshot()
-            .unwrap_or_else(|| self.ctl.producer.load().1)
+    /// Handles one slot as stored in the ring or sent over a pipe: sequence
+    /// number (u64 LE), timestamp (u64 LE), then `dim` f32 LE values.
+    #[inline]
+    pub fn on_slot(&mut self, slot: &[u8]) {
+        let seq = u64::from_le_bytes(slot[..8].try_into().expect("slot header"));
+        let ts = u64::from_le_bytes(slot[8..16].try_into().expect("slot header"));
+        for (d, c) in self.cur.iter_mut().zip(slot[SLOT_HEADER..].chunks_exact(4)) {
+            *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+        }
+        self.on_vector(seq, ts);
     }
 
-    /// Handles up to `max` available slots, then writes, commits and
-    /// releases them. Returns how many were handled.
-    pub fn process_available(&mut self, max: u32) -> Result<u32, ConsumerError> {
-        let n = self.ring.available(1)?.min(max);
-        if n == 0 {
-            return Ok(0);
-        }
-        for k in 0..n {
-            let slot = self.ring.slot(k);
-            let seq = u64::from_le_bytes(slot[..8].try_into().expect("slot header"));
-            let ts = u64::from_le_bytes(slot[8..16].try_into().expect("slot header"));
-            for (d, c) in self.cur.iter_mut().zip(slot[SLOT_HEADER..].chunks_exact(4)) {
-                *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
-            }
-            if seq >= self.bound {
-                self.bound = self.producer().next_seq;
-                if seq >= self.bound {
-                    return Err(ConsumerError::Sequence {
-                        seq,
-                        bound: self.bound,
-                    });
-                }
-            }
-            self.on_vector(seq, ts);
-        }
-        self.st.tail = self.st.tail.wrapping_add(n);
-        self.commit()?;
-        self.ring.release(n);
-        Ok(n)
+    /// Sequence number of a slot.
+    #[inline]
+    pub fn slot_seq(slot: &[u8]) -> u64 {
+        u64::from_le_bytes(slot[..8].try_into().expect("slot header"))
     }
 
     /// Updates the state with vector `seq` (in `self.cur`).
@@ -261,42 +209,10 @@ impl<'a> Consumer<'a> {
         self.st.batch_extrapolated = 0;
     }
 
-    /// Writes pending output, then commits the state (the commit point).
-    fn commit(&mut self) -> Result<(), ConsumerError> {
-        if !self.pending.is_empty() {
-            self.file
-                .write_all(&self.pending)
-                .map_err(io_err(&self.path))?;
-            self.st.file_offset += self.pending.len() as u64;
-            self.pending.clear();
-        }
-        let (m, s) = self.st.rate_stats();
-        self.st.rate_mean = m;
-        self.st.rate_std = s;
-        self.st.encode(&mut self.words);
-        self.record.commit(&self.words);
-        Ok(())
-    }
-
-    /// If the producer has finished and everything it published is read:
-    /// fills the sequence numbers dropped at the very end (holding the last
-    /// vector), writes the last partial batch, and commits the state as
-    /// finished. Returns whether the stream is finished.
-    pub fn finish_if_done(&mut self) -> Result<bool, ConsumerError> {
-        if self.st.finished {
-            return Ok(true);
-        }
-        let p = self.producer();
-        if p.finished != 1 || self.ring.tail() != p.head || self.ring.available(1)? != 0 {
-            return Ok(false);
-        }
-        self.finish_at(p.next_seq)?;
-        Ok(true)
-    }
-
-    /// Ends the stream at `produced` sequence numbers (see
-    /// `finish_if_done`); also used by the handoff when the consumer died.
-    pub fn finish_at(&mut self, produced: u64) -> Result<(), ConsumerError> {
+    /// Ends the stream at `produced` sequence numbers: fills the numbers
+    /// dropped at the very end (holding the last vector) and closes the last
+    /// partial batch. Marks the state finished.
+    pub fn finish_at(&mut self, produced: u64) {
         if produced > self.st.expected {
             self.st.gaps += 1;
             for missing in self.st.expected..produced {
@@ -314,6 +230,152 @@ impl<'a> Consumer<'a> {
             self.close_batch();
         }
         self.st.finished = true;
+    }
+
+    /// Refreshes the published rate figures (before a commit).
+    pub fn update_rates(&mut self) {
+        let (m, s) = self.st.rate_stats();
+        self.st.rate_mean = m;
+        self.st.rate_std = s;
+    }
+}
+
+/// The consumer's working state, attached to a run.
+#[derive(Debug)]
+pub struct Consumer<'a> {
+    ctl: &'a StreamControl,
+    record: CommittedBytes<'a>,
+    ring: RingConsumer<'a>,
+    an: Analyzer,
+    words: Vec<u64>,
+    file: File,
+    path: PathBuf,
+    /// Producer's next sequence number as last read: every slot's sequence
+    /// number must be below it.
+    bound: u64,
+}
+
+impl<'a> Consumer<'a> {
+    /// Attaches to the run: loads the committed state, truncates the
+    /// working output file `dir/.stream.partial` back to the committed
+    /// length, and resumes the ring at the committed position.
+    pub fn attach(segs: &'a StreamSegments, dir: &Path) -> Result<Self, ConsumerError> {
+        let s = segs.settings().clone();
+        let ctl = segs.control().map_err(StreamSegmentError::from)?;
+        let record = segs.consumer_record()?;
+        let mut words = vec![0u64; ConsumerState::words(s.dim, s.rate_window)];
+        record.load(&mut words);
+        let st = ConsumerState::decode(&words, s.dim, s.rate_window, s.batch)?;
+        let path = dir.join(output::PARTIAL_NAME);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        if len < st.file_offset {
+            return Err(ConsumerError::Output {
+                path: path.display().to_string(),
+                detail: format!(
+                    "is {len} bytes but {} were committed; it was truncated or replaced behind forkring's back",
+                    st.file_offset
+                ),
+            });
+        }
+        file.set_len(st.file_offset).map_err(io_err(&path))?;
+        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        let ring = RingConsumer::resume_at(segs.ring_view()?, st.tail)?;
+        Ok(Consumer {
+            bound: ctl.producer.load().1.next_seq,
+            ctl,
+            record,
+            ring,
+            an: Analyzer::new(s, st),
+            words,
+            file,
+            path,
+        })
+    }
+
+    /// The state as last processed (committed after each chunk).
+    pub fn state(&self) -> &ConsumerState {
+        self.an.state()
+    }
+    /// The ring side, for waiting.
+    pub fn ring(&mut self) -> &mut RingConsumer<'a> {
+        &mut self.ring
+    }
+
+    fn producer(&self) -> ProducerRecord {
+        self.ctl
+            .producer
+            .snapshot()
+            .unwrap_or_else(|| self.ctl.producer.load().1)
+    }
+
+    /// Handles up to `max` available slots, then writes, commits and
+    /// releases them. Returns how many were handled.
+    pub fn process_available(&mut self, max: u32) -> Result<u32, ConsumerError> {
+        let n = self.ring.available(1)?.min(max);
+        if n == 0 {
+            return Ok(0);
+        }
+        for k in 0..n {
+            let slot = self.ring.slot(k);
+            let seq = Analyzer::slot_seq(slot);
+            if seq >= self.bound {
+                // Untrusted: the producer commits its next sequence number
+                // before publishing a slot, so a larger one is corrupt.
+                let bound = self.producer().next_seq;
+                self.bound = bound;
+                if seq >= bound {
+                    return Err(ConsumerError::Sequence { seq, bound });
+                }
+            }
+            let slot = self.ring.slot(k);
+            self.an.on_slot(slot);
+        }
+        let st = self.an.state_mut();
+        st.tail = st.tail.wrapping_add(n);
+        self.commit()?;
+        self.ring.release(n);
+        Ok(n)
+    }
+
+    /// Writes pending output, then commits the state (the commit point).
+    fn commit(&mut self) -> Result<(), ConsumerError> {
+        if self.an.has_output() {
+            let out = self.an.take_output();
+            self.file.write_all(&out).map_err(io_err(&self.path))?;
+            self.an.state_mut().file_offset += out.len() as u64;
+        }
+        self.an.update_rates();
+        self.an.state().encode(&mut self.words);
+        self.record.commit(&self.words);
+        Ok(())
+    }
+
+    /// If the producer has finished and everything it published is read:
+    /// ends the stream (see [`Analyzer::finish_at`]) and commits it.
+    /// Returns whether the stream is finished.
+    pub fn finish_if_done(&mut self) -> Result<bool, ConsumerError> {
+        if self.an.state().finished {
+            return Ok(true);
+        }
+        let p = self.producer();
+        if p.finished != 1 || self.ring.tail() != p.head || self.ring.available(1)? != 0 {
+            return Ok(false);
+        }
+        self.finish_at(p.next_seq)?;
+        Ok(true)
+    }
+
+    /// Ends the stream at `produced` sequence numbers and commits; also used
+    /// by the handoff when the consumer died.
+    pub fn finish_at(&mut self, produced: u64) -> Result<(), ConsumerError> {
+        self.an.finish_at(produced);
         self.commit()?;
         self.file.sync_all().map_err(io_err(&self.path))?;
         Ok(())
