@@ -11,6 +11,7 @@
 //! - [`cli`]: the command line.
 
 pub mod cli;
+pub mod clock;
 pub mod error;
 pub mod image;
 pub mod ops;

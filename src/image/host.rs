@@ -114,6 +114,11 @@ impl JobHost for ImageHost {
             })
         })?;
         let complete = count == v.n;
+        let (t0, t1) = (
+            v.ctl.timing.first_step_ns.get(),
+            v.ctl.timing.last_step_ns.get(),
+        );
+        let stepping = (complete && t1 > t0).then(|| (t1 - t0) as f64 / 1e9);
         Ok(json!({
             "width": v.width,
             "height": v.height,
@@ -123,6 +128,7 @@ impl JobHost for ImageHost {
             "complete": complete,
             "seconds": ctx.seconds,
             "iterations_per_second": if ctx.seconds > 0.0 { count as f64 / ctx.seconds } else { 0.0 },
+            "stepping_seconds": stepping,
             "redone": { "ping": v.ctl.stats[0].redone.get(), "pong": v.ctl.stats[1].redone.get() },
             "shm_bytes": self.shm_bytes(),
             "files": {

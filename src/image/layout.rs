@@ -77,6 +77,20 @@ pub struct PartyStats {
     pub attaches: Stat64,
 }
 
+/// When the image was painted (CLOCK_MONOTONIC ns), for the summary and
+/// `forkring bench image`: written once each, outside the step itself.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Timing {
+    /// Just before iteration 0 (rewritten if iteration 0 is redone).
+    pub first_step_ns: Param64,
+    /// Just after the last iteration was committed.
+    pub last_step_ns: Param64,
+}
+
+// SAFETY: repr(C) of Param cells.
+unsafe impl ShmSafe for Timing {}
+
 /// Body of the `image` segment.
 #[repr(C)]
 pub struct ImageControl {
@@ -90,6 +104,8 @@ pub struct ImageControl {
     pub journals: [CachePadded<Journal<StepRecord>>; 2],
     /// Statistics of ping (0) and pong (1).
     pub stats: [CachePadded<PartyStats>; 2],
+    /// Start and end of the painting.
+    pub timing: CachePadded<Timing>,
 }
 
 // SAFETY: repr(C); every field is ShmSafe.
@@ -108,13 +124,14 @@ impl std::fmt::Debug for ImageControl {
 }
 
 const CONTROL_BODY: usize = std::mem::size_of::<ImageControl>();
-const _: () = assert!(CONTROL_BODY == 128 * 6);
+const _: () = assert!(CONTROL_BODY == 128 * 7);
 
 const CONTROL_FP: u64 = Fingerprint::new("image")
     .num(CONTROL_BODY)
     .num(std::mem::offset_of!(ImageControl, turn))
     .num(std::mem::offset_of!(ImageControl, journals))
     .num(std::mem::offset_of!(ImageControl, stats))
+    .num(std::mem::offset_of!(ImageControl, timing))
     .num(std::mem::size_of::<StepRecord>())
     .finish();
 const PIXELS_FP: u64 = Fingerprint::new("pixels").num(3).finish();

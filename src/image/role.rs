@@ -10,6 +10,7 @@ use crate::supervisor::role::Role;
 
 use super::layout::ImageSegments;
 use super::step::{Recovery, Stepper};
+use crate::clock::monotonic_ns;
 
 /// How often a waiting role re-checks the stop flag and its supervisor when
 /// nothing wakes it.
@@ -70,7 +71,13 @@ pub fn run(run: &RunName, party: Party) -> CmdResult {
             return Ok(());
         }
         if party.owns(s) {
+            if s == 0 {
+                view.ctl.timing.first_step_ns.set(monotonic_ns());
+            }
             stepper.step(party, s)?;
+            if s + 1 == n {
+                view.ctl.timing.last_step_ns.set(monotonic_ns());
+            }
             owed = Some(s);
             continue;
         }

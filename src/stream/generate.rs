@@ -10,14 +10,6 @@ use std::time::Duration;
 
 use crate::settings::{Distribution, Noise, StreamSettings};
 
-/// Nanoseconds on CLOCK_MONOTONIC (the timestamps in the ring).
-pub fn monotonic_ns() -> u64 {
-    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
-        Ok(t) => t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
-        Err(_) => 0,
-    }
-}
-
 /// Generates the vector of any sequence number.
 #[derive(Debug, Clone)]
 pub struct Generator {

@@ -19,8 +19,9 @@ use crate::shm::{Access, RunName, SpinPolicy};
 use crate::supervisor::control::Control;
 use crate::supervisor::role::Role;
 
-use super::generate::{Generator, NoiseClock, monotonic_ns};
+use super::generate::{Generator, NoiseClock};
 use super::layout::{ProducerRecord, SLOT_HEADER, StreamSegments};
+use crate::clock::monotonic_ns;
 
 /// Slots written per commit when producing as fast as possible.
 pub const CHUNK: u32 = 64;
