@@ -10,6 +10,7 @@
 //! - [`bench`]: `forkring bench`.
 //! - [`cli`]: the command line.
 
+pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod image;
