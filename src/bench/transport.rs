@@ -648,7 +648,7 @@ pub fn measure(
     count: u64,
     launcher: &Launcher,
 ) -> Result<Measurement, Failure> {
-    let elapsed_count = match mechanism.kind() {
+    let (elapsed, count) = match mechanism.kind() {
         Kind::Handoff => {
             let n = even_handoffs(count);
             if n > MAX_HANDOFFS {
@@ -656,8 +656,7 @@ pub fn measure(
                     "--handoffs {count} is more than the {MAX_HANDOFFS} a turn can count"
                 )));
             }
-            let warm = warmup_for(n);
-            (measure_handoffs(mechanism, n, warm, launcher)?, n)
+            (measure_handoffs(mechanism, n, warmup_for(n), launcher)?, n)
         }
         Kind::Throughput => {
             if count < 2 {
@@ -670,8 +669,8 @@ pub fn measure(
     };
     Ok(Measurement {
         mechanism,
-        count: elapsed_count.1,
-        elapsed: elapsed_count.0,
+        count,
+        elapsed,
     })
 }
 
