@@ -67,6 +67,11 @@ pub enum Command {
     /// Check a result directory: positions and colours unique, image.png
     /// equal to the replayed history, checksums as in summary.json.
     Verify(VerifyArgs),
+    /// Measure forkring's IPC against the kernel's, between two processes.
+    Bench(BenchArgs),
+    /// The second process of a `bench` measurement (started by `bench`).
+    #[command(hide = true)]
+    BenchPeer(crate::bench::peer::PeerArgs),
 }
 
 /// Options of `forkring run`.
@@ -325,6 +330,42 @@ pub struct VerifyArgs {
     pub dir: PathBuf,
 }
 
+/// Options of `forkring bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub bench: BenchCommand,
+}
+
+/// The benchmarks (one variant per benchmark; each parses its own options).
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Handoff latency (futex Turn spinning and sleeping, pipe, unix socket,
+    /// eventfd) and 208-byte message throughput (shm ring, pipe, unix
+    /// socket) between two processes, verified and compared with the pipe.
+    Transport(TransportArgs),
+}
+
+/// Options of `forkring bench transport`.
+#[derive(Debug, Args)]
+pub struct TransportArgs {
+    /// One JSON object per measurement, one per line
+    #[arg(long)]
+    pub json: bool,
+    /// Handoffs per handoff measurement (rounded up to even) [default: per
+    /// mechanism]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::bench::transport::MAX_HANDOFFS))]
+    pub handoffs: Option<u64>,
+    /// Messages per throughput measurement [default: per mechanism]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
+    pub messages: Option<u64>,
+    /// Only these, comma-separated: turn-spin, turn-sleep, pipe, socket,
+    /// eventfd, ring, or a kind (handoff, throughput)
+    #[arg(long, value_name = "LIST", value_parser = crate::bench::transport::parse_only)]
+    pub only: Option<crate::bench::transport::Selection>,
+}
+
 fn parse_run_name(s: &str) -> Result<RunName, String> {
     RunName::new(s).map_err(|e| e.to_string())
 }
@@ -569,5 +610,16 @@ pub fn dispatch(cli: Cli) -> CmdResult {
         Command::Handoff(a) => crate::ops::handoff(&a.run, a.out.as_deref()),
         Command::Render(a) => crate::image::render::render(&a.history, a.iteration, &a.out),
         Command::Verify(a) => crate::image::render::verify(&a.dir),
+        Command::Bench(a) => match a.bench {
+            BenchCommand::Transport(t) => {
+                crate::bench::transport::run(&crate::bench::transport::Options {
+                    json: t.json,
+                    handoffs: t.handoffs,
+                    messages: t.messages,
+                    only: t.only.map(|s| s.0),
+                })
+            }
+        },
+        Command::BenchPeer(a) => crate::bench::peer::run(&a),
     }
 }

@@ -10,6 +10,7 @@
 //! - [`bench`]: `forkring bench`.
 //! - [`cli`]: the command line.
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod error;
