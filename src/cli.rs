@@ -345,6 +345,40 @@ pub enum BenchCommand {
     /// eventfd) and 208-byte message throughput (shm ring, pipe, unix
     /// socket) between two processes, verified and compared with the pipe.
     Transport(TransportArgs),
+    /// The image job's stepping solo and alternating (ping and pong
+    /// processes), and the reference system's size table beside ours.
+    Image(BenchImageArgs),
+    /// The stream job against generation alone and against the same
+    /// pipeline over a pipe and a unix socket; CPU at 1000 Hz.
+    Stream(BenchStreamArgs),
+}
+
+/// Options of `forkring bench image`.
+#[derive(Debug, Args)]
+pub struct BenchImageArgs {
+    /// Image size for the solo/alternating comparison [default: 4096]
+    #[arg(long, value_parser = settings::parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// Skip the reference system's size table
+    #[arg(long)]
+    pub no_reference: bool,
+    /// One JSON object per measurement, one per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `forkring bench stream`.
+#[derive(Debug, Args)]
+pub struct BenchStreamArgs {
+    /// Vectors per throughput measurement
+    #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    pub count: u64,
+    /// Seconds of the 1000 Hz CPU measurement
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_positive)]
+    pub idle_seconds: f64,
+    /// One JSON object per measurement, one per line
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `forkring bench transport`.
@@ -619,6 +653,16 @@ pub fn dispatch(cli: Cli) -> CmdResult {
                     only: t.only.map(|s| s.0),
                 })
             }
+            BenchCommand::Image(i) => crate::bench::image::run(&crate::bench::image::Options {
+                size: i.size.unwrap_or((4096, 4096)),
+                json: i.json,
+                reference: !i.no_reference,
+            }),
+            BenchCommand::Stream(s) => crate::bench::stream::run(&crate::bench::stream::Options {
+                count: s.count,
+                idle_seconds: s.idle_seconds,
+                json: s.json,
+            }),
         },
         Command::BenchPeer(a) => crate::bench::peer::run(&a),
     }

@@ -8,3 +8,37 @@ pub fn monotonic_ns() -> u64 {
         Err(_) => 0,
     }
 }
+
+/// CPU time this process has used (user + system), in nanoseconds, from the
+/// scheduler's precise accounting (not the tick-sampled rusage figures).
+pub fn process_cpu_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID) {
+        Ok(t) => t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
+        Err(_) => 0,
+    }
+}
+
+/// CPU time of the calling thread, in nanoseconds (precise, as above).
+pub fn thread_cpu_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID) {
+        Ok(t) => t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
+        Err(_) => 0,
+    }
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns` (absolute, so a
+/// schedule of such sleeps does not drift however long each wake-up
+/// takes). A signal may end the sleep early; callers re-check the time.
+pub fn sleep_until_ns(deadline_ns: u64) {
+    use nix::sys::time::TimeSpec;
+    use nix::time::{ClockId, ClockNanosleepFlags, clock_nanosleep};
+    let ts = TimeSpec::new(
+        (deadline_ns / 1_000_000_000) as libc::time_t,
+        (deadline_ns % 1_000_000_000) as libc::c_long,
+    );
+    let _ = clock_nanosleep(
+        ClockId::CLOCK_MONOTONIC,
+        ClockNanosleepFlags::TIMER_ABSTIME,
+        &ts,
+    );
+}

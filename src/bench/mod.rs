@@ -9,9 +9,18 @@
 //!
 //! - [`transport`]: handoff latency and message throughput, forkring's
 //!   primitives against pipes, unix sockets and eventfds.
+//! - [`image`]: the image job's stepping, solo and alternating, and the
+//!   reference's size table.
+//! - [`stream`]: the stream job against generation alone and against the
+//!   same pipeline over a pipe and a unix socket; CPU at 1 kHz.
+//! - [`minirun`]: a run's segments and real role processes, without the
+//!   supervisor's display and handoff, for the job benchmarks.
 //! - [`peer`]: the `bench-peer` side of every measurement.
 
+pub mod image;
+pub mod minirun;
 pub mod peer;
+pub mod stream;
 pub mod transport;
 
 use std::ffi::OsString;
@@ -75,6 +84,17 @@ fn on_interrupt() {
     }
     eprintln!("forkring: interrupted; bench peer killed and bench segments removed");
     std::process::exit(EXIT_INTERRUPTED);
+}
+
+/// Registers a process to kill on SIGINT/SIGTERM (until [`unregister_peer`]).
+pub fn register_peer(pid: u32) {
+    cleanup().peers.push(pid);
+}
+
+/// Forgets a process registered with [`register_peer`] (call before or
+/// while reaping it, so that a reused pid is never signalled).
+pub fn unregister_peer(pid: u32) {
+    cleanup().peers.retain(|p| *p != pid);
 }
 
 /// The run name of this process's bench segments: `bench-<pid>`.

@@ -40,6 +40,13 @@ pub struct PeerArgs {
     /// Inherited descriptors, in the order the mechanism expects
     #[arg(long = "fd", value_name = "FD")]
     pub fds: Vec<i32>,
+    /// pipe-stream/socket-stream: send the stream job's vectors of this
+    /// dimension (generated as its producer does) instead of 208-byte messages
+    #[arg(long, value_name = "DIM")]
+    pub vectors: Option<u32>,
+    /// Seed of the vectors
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// How long to wait for the parent's segment to be initialised.
@@ -65,6 +72,15 @@ pub fn run(args: &PeerArgs) -> CmdResult {
             handoffs(&mut EventEnd { rx, tx }, args)?
         }
         Mechanism::Ring => ring(args)?,
+        Mechanism::PipeStream | Mechanism::SocketStream if args.vectors.is_some() => {
+            let [tx] = fds::<1>(args)?;
+            let dim = args.vectors.unwrap_or(0);
+            crate::bench::stream::produce_vectors(tx.as_fd(), args.count, dim, args.seed)?;
+            PeerReport {
+                messages: Some(args.count),
+                ..PeerReport::default()
+            }
+        }
         Mechanism::PipeStream | Mechanism::SocketStream => {
             let [tx] = fds::<1>(args)?;
             let sum = produce_fd(tx.as_fd(), args.count)?;

@@ -674,7 +674,7 @@ pub fn measure(
     })
 }
 
-fn report_of(peer: PeerProcess) -> Result<PeerReport, Failure> {
+pub(crate) fn report_of(peer: PeerProcess) -> Result<PeerReport, Failure> {
     let out = peer.finish()?;
     let line = out
         .lines()
@@ -698,7 +698,7 @@ fn peer_args(mechanism: Mechanism, count: u64, extra: &[String]) -> Vec<String> 
     a
 }
 
-fn fd_args(fds: &[&OwnedFd]) -> Vec<String> {
+pub(crate) fn fd_args(fds: &[&OwnedFd]) -> Vec<String> {
     fds.iter()
         .flat_map(|fd| ["--fd".to_string(), fd.as_raw_fd().to_string()])
         .collect()
@@ -825,7 +825,11 @@ fn measure_handoffs(
 
 /// Handles a stall of the parent's side.
 #[cold]
-fn on_stall(peer: &mut PeerProcess, stall: Stall, idles: &mut u32) -> Result<(), Failure> {
+pub(crate) fn on_stall(
+    peer: &mut PeerProcess,
+    stall: Stall,
+    idles: &mut u32,
+) -> Result<(), Failure> {
     match stall {
         Stall::Idle => peer.idle(idles),
         Stall::Closed => Err(peer.gone()),

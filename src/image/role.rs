@@ -28,6 +28,21 @@ pub fn role_of(party: Party) -> Role {
     }
 }
 
+/// Waits until the process playing `peer` holds its role (or a stop).
+fn wait_for_peer(control: &Control, peer: Role, stop: &crate::shm::Flag) -> CmdResult {
+    let start = std::time::Instant::now();
+    while !control.role_alive(peer) && !stop.is_set() {
+        if start.elapsed() > LIVENESS_SLICE && !control.supervisor_alive() {
+            return Err(Failure::runtime(format!(
+                "{peer} never started and the supervisor of run {} is gone",
+                control.run()
+            )));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
 /// Runs ping (`Party::Even`) or pong (`Party::Odd`) of run `run` until the
 /// image is complete or the run stops.
 pub fn run(run: &RunName, party: Party) -> CmdResult {
@@ -72,6 +87,8 @@ pub fn run(run: &RunName, party: Party) -> CmdResult {
         }
         if party.owns(s) {
             if s == 0 {
+                // Turns start when both players are there.
+                wait_for_peer(&control, role_of(party.other()), stop)?;
                 view.ctl.timing.first_step_ns.set(monotonic_ns());
             }
             stepper.step(party, s)?;

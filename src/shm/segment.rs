@@ -8,6 +8,10 @@
 //! layout version, fingerprint, and sizes. Each failure is a typed error that
 //! names the segment and the field.
 //!
+//! A creator holds an OFD lock on byte 0 of each segment it creates while
+//! it keeps it open (see `lock.rs`); `forkring clean` never removes a
+//! locked segment.
+//!
 //! Residual risk, by design of POSIX shm: a process of the *same user* that
 //! truncates a segment while it is mapped makes every mapper take SIGBUS on
 //! the lost pages. File seals would prevent that but only exist for memfd
@@ -412,6 +416,11 @@ impl Segment {
             len: size,
             access: Access::ReadWrite,
         };
+        // The creator holds byte 0 of every segment it creates for as long as
+        // it keeps the segment open: `forkring clean` leaves locked segments
+        // alone. (The control segment's byte 0 is its supervisor lock; a
+        // supervisor that resumes a run takes it over.)
+        let _ = super::lock::try_lock(seg.fd(), 0);
         seg.header().write_fields(
             spec.part,
             spec.version,

@@ -442,6 +442,10 @@ pub fn run(run: &RunName) -> CmdResult {
             continue;
         }
         if c.finish_if_done()? {
+            segs.control()?
+                .stats
+                .consumer_cpu_ns
+                .add(crate::clock::process_cpu_ns());
             return Ok(());
         }
         if control.stop_flag().is_set() && !control.role_alive(Role::Producer) {

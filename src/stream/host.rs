@@ -173,6 +173,10 @@ impl JobHost for StreamHost {
             "seconds": ctx.seconds,
             "vectors_per_second": if ctx.seconds > 0.0 { st.received as f64 / ctx.seconds } else { 0.0 },
             "conservation_ok": conserved,
+            "cpu_seconds": {
+                "producer": sc.stats.producer_cpu_ns.get() as f64 / 1e9,
+                "consumer": sc.stats.consumer_cpu_ns.get() as f64 / 1e9,
+            },
             "shm_bytes": self.shm_bytes(),
             "files": { name: { "bytes": written.0, "sha256": written.1 } },
         }))

@@ -71,6 +71,10 @@ pub struct StreamStats {
     pub producer_attaches: Stat64,
     /// Times the consumer attached.
     pub consumer_attaches: Stat64,
+    /// CPU time of producer processes that finished normally (ns).
+    pub producer_cpu_ns: Stat64,
+    /// CPU time of consumer processes that finished normally (ns).
+    pub consumer_cpu_ns: Stat64,
 }
 
 // SAFETY: repr(C) of Stat64 cells.
@@ -110,6 +114,7 @@ const STREAM_FP: u64 = Fingerprint::new("stream")
     .num(std::mem::offset_of!(StreamControl, finish))
     .num(std::mem::offset_of!(StreamControl, producer))
     .num(std::mem::size_of::<ProducerRecord>())
+    .num(std::mem::size_of::<StreamStats>())
     .num(CommittedBytes::COPIES_OFFSET)
     .num(super::state::HEADER_WORDS)
     .finish();

@@ -598,7 +598,21 @@ pub fn clean_run(run: &RunName) -> Result<Vec<String>, Failure> {
                 Err(e) => return Err(Failure::runtime(format!("cannot lock {control_name}: {e}"))),
             }
         }
-        Err(_) => None, // no control file: nothing can be alive on the run
+        Err(_) => {
+            // No control file (a benchmark's segments, or a run half
+            // removed): each segment's creator holds its byte 0 while alive.
+            for n in &names {
+                if let Ok(fd) = segment::open_raw(n) {
+                    use std::os::fd::AsFd;
+                    if crate::shm::lock::is_locked(fd.as_fd(), 0).unwrap_or(false) {
+                        return Err(Failure::runtime(format!(
+                            "/dev/shm/{n} is in use by a live process (a benchmark or a run being created); not cleaning run {run}"
+                        )));
+                    }
+                }
+            }
+            None
+        }
     };
     for n in names.iter().filter(|n| **n != control_name) {
         segment::unlink(n).map_err(|e| Failure::runtime(format!("cannot remove {n}: {e}")))?;

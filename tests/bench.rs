@@ -1,0 +1,93 @@
+//! `forkring bench image` and `bench stream` run, verify their pipelines
+//! and report every figure (no timing is asserted).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn json_lines(o: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn bench_image_reports_solo_and_alternating() {
+    let _g = serial();
+    let o = forkring(&[
+        "bench",
+        "image",
+        "--size",
+        "96x64",
+        "--no-reference",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["mode"], "solo");
+    assert_eq!(lines[1]["mode"], "alternating");
+    for l in &lines {
+        assert_eq!(l["iterations"], 96 * 64);
+        assert!(l["seconds"].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        bench_segments().is_empty(),
+        "left behind: {:?}",
+        bench_segments()
+    );
+    let o = forkring(&["bench", "image", "--size", "5000"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn bench_stream_reports_every_pipeline() {
+    let _g = serial();
+    let o = forkring(&[
+        "bench",
+        "stream",
+        "--count",
+        "20000",
+        "--idle-seconds",
+        "0.3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = json_lines(&o);
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l["mechanism"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "generation alone",
+            "ring (the job)",
+            "pipe",
+            "unix socket",
+            "ring at 1000 Hz"
+        ]
+    );
+    for l in &lines[..4] {
+        assert!(l["vectors_per_s"].as_f64().unwrap() > 0.0, "{l}");
+    }
+    assert!(lines[4]["cpu_percent_of_one_core"].as_f64().unwrap() > 0.0);
+    assert!(lines[4]["empty_1khz_sleeper_percent"].as_f64().unwrap() > 0.0);
+    assert!(
+        bench_segments().is_empty(),
+        "left behind: {:?}",
+        bench_segments()
+    );
+}
+
+/// Benchmark segments in /dev/shm (the tests of this file run one at a
+/// time, and no other test binary runs meanwhile).
+fn bench_segments() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string))
+        .filter(|n| n.starts_with("forkring.bench-"))
+        .collect()
+}
