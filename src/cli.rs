@@ -362,6 +362,9 @@ pub struct BenchImageArgs {
     /// Skip the reference system's size table
     #[arg(long)]
     pub no_reference: bool,
+    /// Runs per figure; the best is reported (noise from other load)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
     /// One JSON object per measurement, one per line
     #[arg(long)]
     pub json: bool,
@@ -376,6 +379,9 @@ pub struct BenchStreamArgs {
     /// Seconds of the 1000 Hz CPU measurement
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_positive)]
     pub idle_seconds: f64,
+    /// Runs per throughput figure; the best is reported (noise from other load)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
     /// One JSON object per measurement, one per line
     #[arg(long)]
     pub json: bool,
@@ -657,11 +663,13 @@ pub fn dispatch(cli: Cli) -> CmdResult {
                 size: i.size.unwrap_or((4096, 4096)),
                 json: i.json,
                 reference: !i.no_reference,
+                repeat: i.repeat,
             }),
             BenchCommand::Stream(s) => crate::bench::stream::run(&crate::bench::stream::Options {
                 count: s.count,
                 idle_seconds: s.idle_seconds,
                 json: s.json,
+                repeat: s.repeat,
             }),
         },
         Command::BenchPeer(a) => crate::bench::peer::run(&a),

@@ -97,6 +97,16 @@ pub fn unregister_peer(pid: u32) {
     cleanup().peers.retain(|p| *p != pid);
 }
 
+/// The best (smallest) of `repeat` measurements of a duration, to keep
+/// interference from other load on a shared machine out of the figure.
+pub fn best_of<E>(repeat: u32, mut measure: impl FnMut() -> Result<f64, E>) -> Result<f64, E> {
+    let mut best = f64::INFINITY;
+    for _ in 0..repeat.max(1) {
+        best = best.min(measure()?);
+    }
+    Ok(best)
+}
+
 /// The run name of this process's bench segments: `bench-<pid>`.
 pub fn run_name() -> RunName {
     RunName::new(&format!("bench-{}", std::process::id())).expect("bench-<pid> is a valid run name")
