@@ -9,7 +9,7 @@ use crate::error::{CmdResult, Failure};
 use crate::shm::{Access, RunName};
 use crate::supervisor::control::Control;
 use crate::supervisor::handoff::{self, EndCause};
-use crate::supervisor::job::{JobHost, Progress};
+use crate::supervisor::job::{Hosts, Progress, hosts};
 use crate::supervisor::progress::describe;
 use crate::supervisor::role::Role;
 use crate::supervisor::run::{clean_run, segment_files_of};
@@ -21,19 +21,6 @@ fn runs_in_shm() -> Result<BTreeSet<RunName>, Failure> {
         .into_iter()
         .map(|(r, _, _)| r)
         .collect())
-}
-
-/// Opens the jobs of a run read-only or read-write.
-pub fn open_jobs(control: &Control, access: Access) -> Result<Vec<Box<dyn JobHost>>, Failure> {
-    let run = control.run();
-    let s = control.settings();
-    let mut jobs: Vec<Box<dyn JobHost>> = Vec::new();
-    if let Some(img) = &s.image {
-        jobs.push(Box::new(crate::image::host::ImageHost::open(
-            run, img, access,
-        )?));
-    }
-    Ok(jobs)
 }
 
 fn status_of(run: &RunName) -> Value {
@@ -65,7 +52,7 @@ fn status_of(run: &RunName) -> Value {
             })
         })
         .collect();
-    let (progress, error) = match open_jobs(&control, Access::ReadOnly) {
+    let (progress, error) = match hosts(&control, Hosts::Open(Access::ReadOnly)) {
         Ok(jobs) => (
             jobs.iter().map(|j| j.progress()).collect::<Vec<Progress>>(),
             None,
@@ -117,15 +104,16 @@ fn print_status(v: &Value) {
     for r in v["roles"].as_array().into_iter().flatten() {
         println!(
             "  {:<9} {:>8} {:<9} {:<6} {:>8}  {}",
+            // serde_json's numbers ignore format widths: print them as u64.
             r["role"].as_str().unwrap_or("?"),
-            r["pid"],
+            r["pid"].as_u64().unwrap_or(0),
             r["state"].as_str().unwrap_or("?"),
             if r["alive"].as_bool() == Some(true) {
                 "yes"
             } else {
                 "no"
             },
-            r["restarts"],
+            r["restarts"].as_u64().unwrap_or(0),
             r["last_exit"].as_str().unwrap_or("-"),
         );
     }
@@ -232,7 +220,7 @@ pub fn handoff(run: &RunName, out: Option<&Path>) -> CmdResult {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| control.settings().out.clone());
     let out = crate::outfile::prepare_dir(&out)?;
-    let jobs = open_jobs(&control, Access::ReadWrite)?;
+    let jobs = hosts(&control, Hosts::Open(Access::ReadWrite))?;
     let summary = handoff::write_results(
         &control,
         &jobs,

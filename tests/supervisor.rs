@@ -119,3 +119,73 @@ fn status_and_clean_with_nothing_there() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("letters, digits"));
 }
+
+#[test]
+fn handoff_writes_a_dead_runs_results_elsewhere() {
+    let _g = serial();
+    let name = run_name("handoff");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let mut bg = spawn(&[
+        "run",
+        "--name",
+        &name,
+        "--size",
+        "1024",
+        "--seed",
+        "8",
+        "--rate",
+        "2000",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        wait_roles(&name, 4, Duration::from_secs(60)),
+        "{}",
+        bg.log()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    signal(bg.pid(), libc::SIGKILL);
+    let _ = bg.child.wait();
+    // The roles die with the supervisor; wait until their locks are gone.
+    let start = std::time::Instant::now();
+    while !live_roles(&name).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "roles outlived the supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elsewhere = tempdir();
+    let o = forkring(&[
+        "handoff",
+        "--run",
+        &name,
+        "--out",
+        elsewhere.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["image.png", "history.bin", "stream.jsonl", "summary.json"] {
+        assert!(
+            elsewhere.path().join(f).exists(),
+            "{f} missing: {}",
+            text(&o)
+        );
+    }
+    let s = summary(elsewhere.path());
+    assert_eq!(s["stopped_by"], "handoff");
+    let st = &s["stream"];
+    assert_eq!(
+        st["produced"].as_u64().unwrap(),
+        st["received"].as_u64().unwrap() + st["dropped"].as_u64().unwrap(),
+        "{st}"
+    );
+    let v = forkring(&["verify", elsewhere.path().to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(segments_of(&name).is_empty());
+    assert!(
+        !dir.path().join(".stream.partial").exists(),
+        "working file left behind"
+    );
+}

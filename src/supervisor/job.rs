@@ -5,7 +5,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Failure;
+use crate::image::host::ImageHost;
+use crate::shm::Access;
+use crate::stream::host::StreamHost;
 
+use super::control::Control;
 use super::role::Role;
 
 /// A job's progress, sampled from its segments.
@@ -72,4 +76,49 @@ pub trait JobHost: std::fmt::Debug {
     fn handoff(&self, out: &Path, ctx: &HandoffContext) -> Result<serde_json::Value, Failure>;
     /// Names of the job's segments.
     fn segment_names(&self) -> Vec<String>;
+}
+
+/// How to get a run's jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hosts {
+    /// Create their segments (a new run).
+    Create,
+    /// Open the existing segments (a resumed run, `status`, `handoff`).
+    Open(Access),
+}
+
+/// The jobs of the run `control` describes, in a fixed order (image, then
+/// stream). When creating fails part-way, whatever was created is removed.
+pub fn hosts(control: &Control, how: Hosts) -> Result<Vec<Box<dyn JobHost>>, Failure> {
+    let run = control.run();
+    let s = control.settings();
+    let mut jobs: Vec<Box<dyn JobHost>> = Vec::new();
+    let mut add = || -> Result<(), Failure> {
+        if let Some(img) = &s.image {
+            jobs.push(Box::new(match how {
+                Hosts::Create => ImageHost::create(run, img)?,
+                Hosts::Open(a) => ImageHost::open(run, img, a)?,
+            }));
+        }
+        if let Some(st) = &s.stream {
+            jobs.push(Box::new(match how {
+                Hosts::Create => StreamHost::create(run, st, &s.out)?,
+                Hosts::Open(a) => StreamHost::open(run, st, &s.out, a)?,
+            }));
+        }
+        Ok(())
+    };
+    match add() {
+        Ok(()) => Ok(jobs),
+        Err(f) => {
+            if how == Hosts::Create {
+                for j in &jobs {
+                    for name in j.segment_names() {
+                        let _ = crate::shm::segment::unlink(&name);
+                    }
+                }
+            }
+            Err(f)
+        }
+    }
 }

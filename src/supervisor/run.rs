@@ -14,7 +14,7 @@ use crate::shm::{RunName, SpinPolicy};
 
 use super::control::{Control, ControlError, Phase, RoleState};
 use super::handoff::{self, EndCause};
-use super::job::JobHost;
+use super::job::{Hosts, JobHost};
 use super::notify::Notifier;
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use super::progress::Display;
@@ -64,8 +64,40 @@ enum Outcome {
     GaveUp { role: Role, status: ExitStatus },
 }
 
+/// Shared-memory bytes a new run with `settings` needs.
+pub fn shm_needed(settings: &RunSettings) -> u64 {
+    super::control::SIZE as u64
+        + settings
+            .image
+            .as_ref()
+            .map_or(0, crate::image::layout::shm_bytes)
+        + settings
+            .stream
+            .as_ref()
+            .map_or(0, crate::stream::layout::shm_bytes)
+}
+
+/// Refuses a new run that /dev/shm cannot hold, before creating anything.
+fn check_shm_space(name: &RunName, settings: &RunSettings) -> Result<(), Failure> {
+    let needed = shm_needed(settings);
+    let free = segment::shm_free_bytes()
+        .map_err(|e| Failure::runtime(format!("cannot read the free space of /dev/shm: {e}")))?;
+    if needed > free {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        return Err(Failure::runtime(format!(
+            "run {name} needs {:.1} MiB in /dev/shm, {:.1} MiB free; free space (`forkring clean`), enlarge the tmpfs, or with docker use --shm-size",
+            mib(needed),
+            mib(free)
+        )));
+    }
+    Ok(())
+}
+
 /// Creates a new run or takes over a run whose supervisor died.
 fn open_or_create(opts: &RunOptions) -> Result<(Control, bool), Failure> {
+    if !segment::exists(&opts.name.segment(super::control::PART)) {
+        check_shm_space(&opts.name, &opts.settings)?;
+    }
     match Control::create(&opts.name, &opts.settings) {
         Ok(c) => Ok((c, false)),
         Err(ControlError::Create(CreateError::AlreadyExists { .. })) => {
@@ -103,36 +135,22 @@ fn open_or_create(opts: &RunOptions) -> Result<(Control, bool), Failure> {
 
 /// Creates (new run) or opens (resumed run) the jobs' segments.
 fn job_hosts(control: &Control, resumed: bool) -> Result<Vec<Box<dyn JobHost>>, Failure> {
-    let run = control.run();
-    let s = control.settings();
-    let mut jobs: Vec<Box<dyn JobHost>> = Vec::new();
-    let result = (|| -> Result<(), Failure> {
-        if let Some(img) = &s.image {
-            let host = if resumed {
-                crate::image::host::ImageHost::open(run, img, Access::ReadWrite)?
-            } else {
-                crate::image::host::ImageHost::create(run, img)?
-            };
-            jobs.push(Box::new(host));
+    let how = if resumed {
+        Hosts::Open(Access::ReadWrite)
+    } else {
+        Hosts::Create
+    };
+    match super::job::hosts(control, how) {
+        Ok(jobs) => Ok(jobs),
+        Err(f) if resumed => {
+            let run = control.run();
+            Err(Failure::runtime(format!(
+                "{}. Run {run} cannot be resumed; discard it with `forkring clean {run}`",
+                f.message
+            )))
         }
-        if let Some(st) = &s.stream {
-            let host = if resumed {
-                crate::stream::host::StreamHost::open(run, st, &s.out, Access::ReadWrite)?
-            } else {
-                crate::stream::host::StreamHost::create(run, st, &s.out)?
-            };
-            jobs.push(Box::new(host));
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Ok(jobs),
-        Err(f) if resumed => Err(Failure::runtime(format!(
-            "{}. Run {run} cannot be resumed; discard it with `forkring clean {run}`",
-            f.message
-        ))),
         Err(f) => {
-            handoff::remove_segments(control, &jobs);
+            let _ = segment::unlink(control.segment().name());
             Err(f)
         }
     }
