@@ -85,24 +85,14 @@ fn fifty_sigkills_of_random_roles() {
         dir.path().to_str().unwrap(),
     ]);
     let mut rng = Lcg(50);
-    let mut kills = 0;
-    let mut by_role = std::collections::BTreeMap::new();
-    while kills < 50 {
-        assert!(
-            !bg.exited(),
-            "the run ended after only {kills} kills: {}",
-            bg.log()
-        );
-        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
-        let roles = live_roles(&name);
-        if roles.is_empty() {
-            continue;
-        }
-        let (role, pid) = roles[rng.below(roles.len() as u64) as usize];
-        signal(pid, libc::SIGKILL);
-        *by_role.entry(role).or_insert(0) += 1;
-        kills += 1;
-    }
+    let by_role = kill_random_roles(&mut bg, &name, &mut rng, 20_000, 50);
+    let kills: usize = by_role.values().sum();
+    assert_eq!(
+        kills,
+        50,
+        "the run ended after only {kills} kills: {}",
+        bg.log()
+    );
     let (status, log) = bg.wait(Duration::from_secs(120));
     assert!(status.success(), "{log}");
     let s = check_result(dir.path(), &want);

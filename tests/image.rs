@@ -141,16 +141,9 @@ fn sigkill_of_ping_and_pong_changes_nothing() {
             "--out",
             dir.path().to_str().unwrap(),
         ]);
-        while kills < 20 && !bg.exited() {
-            std::thread::sleep(Duration::from_micros(rng.below(15_000)));
-            let roles = live_roles(&name);
-            if roles.is_empty() {
-                continue;
-            }
-            let (_, pid) = roles[rng.below(roles.len() as u64) as usize];
-            signal(pid, libc::SIGKILL);
-            kills += 1;
-        }
+        kills += kill_random_roles(&mut bg, &name, &mut rng, 15_000, 20 - kills)
+            .values()
+            .sum::<usize>();
         let (status, log) = bg.wait(Duration::from_secs(120));
         assert!(status.success(), "{log}");
         assert_eq!(

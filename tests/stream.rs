@@ -283,16 +283,9 @@ fn sigkill_of_producer_and_consumer_loses_nothing() {
             "--out",
             dir.path().to_str().unwrap(),
         ]);
-        while kills < 20 && !bg.exited() {
-            std::thread::sleep(Duration::from_micros(rng.below(40_000)));
-            let roles = live_roles(&name);
-            if roles.is_empty() {
-                continue;
-            }
-            let (_, pid) = roles[rng.below(roles.len() as u64) as usize];
-            signal(pid, libc::SIGKILL);
-            kills += 1;
-        }
+        kills += kill_random_roles(&mut bg, &name, &mut rng, 40_000, 20 - kills)
+            .values()
+            .sum::<usize>();
         let (status, log) = bg.wait(Duration::from_secs(300));
         assert!(status.success(), "{log}");
         let s = summary(dir.path())["stream"].clone();

@@ -16,9 +16,7 @@ use crate::settings::ImageSettings;
 use crate::shm::cell::ShmSafe;
 use crate::shm::header::HEADER_SIZE;
 use crate::shm::layout::Fingerprint;
-use crate::shm::segment::{
-    self, Access, CreateError, OpenError, OutOfBounds, Segment, SegmentSpec,
-};
+use crate::shm::segment::{self, Access, OutOfBounds, Segment, SegmentSpec, SegmentsError};
 use crate::shm::{CachePadded, Journal, Param32, Param64, RunName, Stat64, Turn};
 
 use super::arrays::{BitMask, Packed24, Pixels, mask_bytes, packed_bytes};
@@ -187,52 +185,7 @@ pub fn shm_bytes(settings: &ImageSettings) -> u64 {
 }
 
 /// Errors of creating or opening the image segments.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageSegmentError {
-    /// Creating a segment failed.
-    #[error(transparent)]
-    Create(#[from] CreateError),
-    /// Opening a segment failed.
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    /// A region did not fit.
-    #[error(transparent)]
-    Layout(#[from] OutOfBounds),
-    /// A parameter in the segment disagrees with the run's settings.
-    #[error(
-        "segment {segment}: field {field} is {found}, but the run's settings say {expected}; the segment is corrupt (`forkring clean`)"
-    )]
-    Param {
-        /// Segment name.
-        segment: String,
-        /// Field name.
-        field: &'static str,
-        /// Value found.
-        found: u64,
-        /// Value expected.
-        expected: u64,
-    },
-    /// Shared state violates an invariant.
-    #[error(
-        "segment {segment}: {detail}; the segment is corrupt (`forkring clean` discards the run)"
-    )]
-    Corrupt {
-        /// Segment name.
-        segment: String,
-        /// What is wrong.
-        detail: String,
-    },
-}
-
-impl ImageSegmentError {
-    /// A corruption detected in shared state.
-    pub fn corrupt(segment: &str, detail: String) -> Self {
-        ImageSegmentError::Corrupt {
-            segment: segment.to_string(),
-            detail,
-        }
-    }
-}
+pub type ImageSegmentError = SegmentsError;
 
 /// The five mapped segments of an image job.
 #[derive(Debug)]
@@ -332,17 +285,8 @@ impl ImageSegments {
             history: next(),
         };
         let c: &ImageControl = me.control.body()?;
-        let check = |field, found: u64, expected: u64| {
-            if found == expected {
-                Ok(())
-            } else {
-                Err(ImageSegmentError::Param {
-                    segment: me.control.name().to_string(),
-                    field,
-                    found,
-                    expected,
-                })
-            }
+        let check = |field, found, expected| {
+            SegmentsError::check_param(&me.control, field, found, expected)
         };
         check("width", c.params.width.get() as u64, settings.width as u64)?;
         check(

@@ -121,11 +121,7 @@ pub fn run(run: &RunName, party: Party) -> CmdResult {
                 if stop.is_set() {
                     return Ok(());
                 }
-                if !control.supervisor_alive() {
-                    return Err(Failure::runtime(format!(
-                        "the supervisor of run {run} is gone; stopping (start `forkring run --name {run}` with the same settings to resume)"
-                    )));
-                }
+                control.require_supervisor()?;
             }
         }
     }

@@ -241,6 +241,71 @@ pub enum OpenError {
     },
 }
 
+/// Errors of creating, opening and validating the set of segments of a job.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentsError {
+    /// Creating a segment failed.
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    /// Opening a segment failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A region did not fit its segment.
+    #[error(transparent)]
+    Layout(#[from] OutOfBounds),
+    /// A ring is malformed.
+    #[error(transparent)]
+    Ring(#[from] super::ring::RingError),
+    /// A parameter in a segment disagrees with the run's settings.
+    #[error(
+        "segment {segment}: field {field} is {found}, but the run's settings say {expected}; the segment is corrupt (`forkring clean`)"
+    )]
+    Param {
+        /// Segment name.
+        segment: String,
+        /// Field name.
+        field: &'static str,
+        /// Value found.
+        found: u64,
+        /// Value expected.
+        expected: u64,
+    },
+    /// Shared state violates an invariant.
+    #[error(
+        "segment {segment}: {detail}; the segment is corrupt (`forkring clean` discards the run)"
+    )]
+    Corrupt {
+        /// Segment name.
+        segment: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The settings ask for a layout out of range.
+    #[error("settings are out of range: {0}")]
+    Settings(String),
+}
+
+impl SegmentsError {
+    /// `Ok` if parameter `field` of `seg` holds the expected value.
+    pub fn check_param(
+        seg: &Segment,
+        field: &'static str,
+        found: u64,
+        expected: u64,
+    ) -> Result<(), Self> {
+        if found == expected {
+            Ok(())
+        } else {
+            Err(SegmentsError::Param {
+                segment: seg.name().to_string(),
+                field,
+                found,
+                expected,
+            })
+        }
+    }
+}
+
 /// A view did not fit the segment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("segment {name}: bytes {offset}..{end} are outside its {len} bytes or misaligned")]

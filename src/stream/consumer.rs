@@ -463,10 +463,8 @@ pub fn run(run: &RunName) -> CmdResult {
         if by_hand {
             timeout = timeout.min(next_log.saturating_duration_since(Instant::now()));
         }
-        if c.ring().wait_available(want, policy, timeout)?.is_err() && !control.supervisor_alive() {
-            return Err(Failure::runtime(format!(
-                "the supervisor of run {run} is gone; stopping (start `forkring run --name {run}` with the same settings to resume)"
-            )));
+        if c.ring().wait_available(want, policy, timeout)?.is_err() {
+            control.require_supervisor()?;
         }
     }
 }

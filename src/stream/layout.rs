@@ -15,9 +15,7 @@ use crate::shm::cell::ShmSafe;
 use crate::shm::header::HEADER_SIZE;
 use crate::shm::layout::Fingerprint;
 use crate::shm::ring::{Ring, RingView};
-use crate::shm::segment::{
-    self, Access, CreateError, OpenError, OutOfBounds, Segment, SegmentSpec,
-};
+use crate::shm::segment::{self, Access, OutOfBounds, Segment, SegmentSpec, SegmentsError};
 use crate::shm::{
     CachePadded, Committed, CommittedBytes, Flag, Param32, Param64, RingError, RunName, Stat64,
 };
@@ -148,38 +146,7 @@ pub fn shm_bytes(s: &StreamSettings) -> u64 {
 }
 
 /// Errors of creating or opening the stream segments.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamSegmentError {
-    /// Creating failed.
-    #[error(transparent)]
-    Create(#[from] CreateError),
-    /// Opening failed.
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    /// A view did not fit.
-    #[error(transparent)]
-    Layout(#[from] OutOfBounds),
-    /// The ring is malformed.
-    #[error(transparent)]
-    Ring(#[from] RingError),
-    /// A parameter disagrees with the run's settings.
-    #[error(
-        "segment {segment}: field {field} is {found}, but the run's settings say {expected}; the segment is corrupt (`forkring clean`)"
-    )]
-    Param {
-        /// Segment name.
-        segment: String,
-        /// Field.
-        field: &'static str,
-        /// Found.
-        found: u64,
-        /// Expected.
-        expected: u64,
-    },
-    /// Invalid settings (slot or record size out of range).
-    #[error("stream settings are out of range: {0}")]
-    Settings(String),
-}
+pub type StreamSegmentError = SegmentsError;
 
 /// The mapped segments of a stream job.
 #[derive(Debug)]
@@ -251,17 +218,8 @@ impl StreamSegments {
     fn validate(&self) -> Result<(), StreamSegmentError> {
         let c = self.control()?;
         let s = &self.settings;
-        let check = |field, found: u64, expected: u64| {
-            if found == expected {
-                Ok(())
-            } else {
-                Err(StreamSegmentError::Param {
-                    segment: self.control.name().to_string(),
-                    field,
-                    found,
-                    expected,
-                })
-            }
+        let check = |field, found, expected| {
+            SegmentsError::check_param(&self.control, field, found, expected)
         };
         check("dim", c.params.dim.get() as u64, s.dim as u64)?;
         check("batch", c.params.batch.get() as u64, s.batch as u64)?;

@@ -82,15 +82,7 @@ pub fn run(run: &RunName) -> CmdResult {
     let count = s.count.unwrap_or(u64::MAX);
     let stop = control.stop_flag();
     let finishing = || sc.finish.is_set() || stop.is_set();
-    let check_supervisor = || {
-        if control.supervisor_alive() {
-            Ok(())
-        } else {
-            Err(Failure::runtime(format!(
-                "the supervisor of run {run} is gone; stopping (start `forkring run --name {run}` with the same settings to resume)"
-            )))
-        }
-    };
+    let check_supervisor = || control.require_supervisor();
 
     // Produces sequence numbers into free slots `0..room` until `room`
     // slots are written or `limit` numbers are used; returns slots written.

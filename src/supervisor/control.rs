@@ -436,6 +436,18 @@ impl Control {
         lock::is_locked(self.seg.fd(), SUPERVISOR_LOCK_BYTE).unwrap_or(false)
     }
 
+    /// `Ok` while a live supervisor holds the run; otherwise the error a
+    /// role stops with (it is resumed when a supervisor starts again).
+    pub fn require_supervisor(&self) -> Result<(), crate::error::Failure> {
+        if self.supervisor_alive() {
+            return Ok(());
+        }
+        let run = &self.run;
+        Err(crate::error::Failure::runtime(format!(
+            "the supervisor of run {run} is gone; stopping (start `forkring run --name {run}` with the same settings to resume)"
+        )))
+    }
+
     /// Whether a live process holds `role`'s lock.
     pub fn role_alive(&self, role: Role) -> bool {
         lock::is_locked(self.seg.fd(), role.lock_byte()).unwrap_or(false)

@@ -209,3 +209,29 @@ pub fn wait_roles(run: &str, n: usize, limit: Duration) -> bool {
     }
     false
 }
+
+/// SIGKILLs random live roles of `run` at random moments (up to
+/// `max_gap_us` apart) until `kills` more have been sent or the run exits.
+/// Returns the kills sent, by role.
+pub fn kill_random_roles(
+    bg: &mut Bg,
+    run: &str,
+    rng: &mut Lcg,
+    max_gap_us: u64,
+    kills: usize,
+) -> std::collections::BTreeMap<forkring::supervisor::role::Role, usize> {
+    let mut sent = std::collections::BTreeMap::new();
+    let mut total = 0;
+    while total < kills && !bg.exited() {
+        std::thread::sleep(Duration::from_micros(rng.below(max_gap_us)));
+        let roles = live_roles(run);
+        if roles.is_empty() {
+            continue;
+        }
+        let (role, pid) = roles[rng.below(roles.len() as u64) as usize];
+        signal(pid, libc::SIGKILL);
+        *sent.entry(role).or_insert(0) += 1;
+        total += 1;
+    }
+    sent
+}
