@@ -22,6 +22,14 @@ Exit codes:
   3    the run gave up: a role exceeded the restart limit (segments kept)
   130  interrupted by SIGINT (results so far were handed off)";
 
+const RUN_EXAMPLES: &str = "\
+Examples:
+  forkring run                                      image 4096x4096 + 1 kHz stream, into ./forkring-out
+  forkring run --jobs image --size 1024 --seed 7    a reproducible 1024x1024 image
+  forkring run --jobs stream --noise --duration 60  a minute of vectors with simulated dropouts
+  forkring run --jobs stream --rate max --count 10000000 --json
+  forkring run --name NAME ...                      after a crash, the same command resumes the run";
+
 /// forkring: a supervisor for multi-process jobs that talk only through
 /// POSIX shared memory and futexes.
 #[derive(Debug, Parser)]
@@ -44,6 +52,7 @@ pub struct Cli {
 pub enum Command {
     /// Start (or resume) a run: create its segments, supervise its roles,
     /// hand the results over to --out.
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// Image role for even iterations (normally started by `run`).
     Ping(RoleArgs),
