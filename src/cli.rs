@@ -24,7 +24,7 @@ Exit codes:
 
 const RUN_EXAMPLES: &str = "\
 Examples:
-  forkring run                                      image 4096x4096 + 1 kHz stream, into ./forkring-out
+  forkring run                                      image 4096x4096 + a 1 kHz stream (defaults)
   forkring run --jobs image --size 1024 --seed 7    a reproducible 1024x1024 image
   forkring run --jobs stream --noise --duration 60  a minute of vectors with simulated dropouts
   forkring run --jobs stream --rate max --count 10000000 --json
