@@ -207,7 +207,9 @@ pub fn clean(name: Option<&RunName>, dry_run: bool) -> CmdResult {
 /// `forkring handoff --run NAME [--out DIR]`.
 pub fn handoff(run: &RunName, out: Option<&Path>) -> CmdResult {
     let control = Control::open(run, Access::ReadWrite)?;
-    control.adopt()?;
+    // The lock keeps a supervisor from starting on the run meanwhile; this
+    // is not a resume, so nothing in the run changes.
+    control.lock()?;
     for r in Role::ALL {
         if control.role_alive(r) {
             return Err(Failure::runtime(format!(
@@ -219,16 +221,31 @@ pub fn handoff(run: &RunName, out: Option<&Path>) -> CmdResult {
     let out = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| control.settings().out.clone());
-    let out = crate::outfile::prepare_dir(&out)?;
     let jobs = hosts(&control, Hosts::Open(Access::ReadWrite))?;
+    hand_off_stopped(&control, &jobs, &out, false)
+}
+
+/// Writes the results of a run none of whose processes lives (the caller
+/// holds its supervisor lock) into `out`, then removes its segments.
+pub fn hand_off_stopped(
+    control: &Control,
+    jobs: &[Box<dyn crate::supervisor::job::JobHost>],
+    out: &Path,
+    as_json: bool,
+) -> CmdResult {
+    let out = crate::outfile::prepare_dir(out)?;
     let summary = handoff::write_results(
-        &control,
-        &jobs,
+        control,
+        jobs,
         &out,
         control.prior_seconds(),
         &EndCause::Manual,
     )?;
-    handoff::remove_segments(&control, &jobs);
-    println!("{}", handoff::summary_line(&summary));
+    handoff::remove_segments(control, jobs);
+    if as_json {
+        println!("{}", serde_json::to_string(&summary).expect("serialisable"));
+    } else {
+        println!("{}", handoff::summary_line(&summary));
+    }
     Ok(())
 }

@@ -220,6 +220,56 @@ impl RunSettings {
         }
     }
 
+    /// Checks every bound the command line enforces; settings decoded from a
+    /// control segment are untrusted and go through this too.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(i) = &self.image {
+            let px = i.width as u64 * i.height as u64;
+            if i.width == 0 || i.height == 0 || px > MAX_PIXELS {
+                return Err(format!(
+                    "image size {}x{} is out of range",
+                    i.width, i.height
+                ));
+            }
+        }
+        if let Some(s) = &self.stream {
+            let bad = |what: &str| Err(format!("stream {what} is out of range"));
+            if !(1..=65_536).contains(&s.dim) {
+                return bad("dim");
+            }
+            if !(1..=1_000_000).contains(&s.batch) {
+                return bad("batch");
+            }
+            if !(1..=100_000).contains(&s.rate_window) {
+                return bad("rate_window");
+            }
+            if !s.ring_slots.is_power_of_two() || !(2..=1 << 24).contains(&s.ring_slots) {
+                return bad("ring_slots");
+            }
+            if !(s.rate_interval.is_finite() && s.rate_interval > 0.0) {
+                return bad("rate_interval");
+            }
+            if let Rate::Hz(h) = s.rate
+                && !(h.is_finite() && h > 0.0 && h <= 1e9)
+            {
+                return bad("rate");
+            }
+            if s.count == Some(0) {
+                return bad("count");
+            }
+            if let Some(n) = s.noise
+                && !(n.low.is_finite()
+                    && n.low > 0.0
+                    && n.low <= n.high
+                    && n.high.is_finite()
+                    && n.burst >= 1)
+            {
+                return bad("noise");
+            }
+        }
+        Ok(())
+    }
+
     /// Encodes for the control segment.
     pub fn encode(&self) -> Result<Vec<u8>, bincode::error::EncodeError> {
         bincode::serde::encode_to_vec(self, bincode::config::standard())

@@ -108,6 +108,22 @@ impl<'a> Packed24<'a> {
         unsafe { p.copy_from_nonoverlapping(b.as_ptr(), ENTRY) };
     }
 
+    /// Entry `i` read while the other role may be writing the array (a
+    /// prefetch hint): a volatile read, so any value may come back but
+    /// nothing is assumed about it. `i` is clamped into range.
+    #[inline]
+    pub fn peek(&self, i: u32) -> u32 {
+        if self.len == 0 {
+            return 0;
+        }
+        let i = i.min(self.len - 1);
+        let p = self.ptr.as_ptr().wrapping_add(self.slot(i) * ENTRY);
+        // SAFETY: slot(i) < len, so four bytes from p lie inside
+        // packed_bytes(len); a volatile unaligned read of plain bytes.
+        let raw = unsafe { p.cast::<[u8; 4]>().read_volatile() };
+        (u32::from_le_bytes(raw) ^ i) & 0xff_ffff
+    }
+
     /// Entry `i`, or `None` if `i` is out of range.
     pub fn get(&self, i: u32) -> Option<u32> {
         // SAFETY: checked just before.

@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::error::Failure;
 use crate::outfile::{encode_png, write_atomic};
 use crate::settings::ImageSettings;
+use crate::shm::turn::Party;
 use crate::shm::{Access, RunName};
 use crate::supervisor::job::{HandoffContext, JobHost, Progress};
 use crate::supervisor::role::Role;
@@ -84,6 +85,13 @@ impl JobHost for ImageHost {
     }
     fn handoff(&self, out: &Path, ctx: &HandoffContext) -> Result<serde_json::Value, Failure> {
         let v = self.segs.view()?;
+        // Every role has exited. One killed mid-step left its journal armed:
+        // redo and commit that step, as the role itself would on restart, so
+        // that the image and the history agree.
+        let stepper = super::step::Stepper::new(v);
+        for party in [Party::Even, Party::Odd] {
+            stepper.recover(party)?;
+        }
         let count = v.ctl.turn.seq();
         if count > v.n {
             return Err(Failure::runtime(format!(

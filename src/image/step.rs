@@ -236,8 +236,8 @@ impl<'a> Stepper<'a> {
             return;
         }
         let (j, k) = swap_targets(v.seed, t, v.n);
-        let b = v.positions.get(j).unwrap_or(0);
-        let d = v.colours.get(k).unwrap_or(0);
+        let b = v.positions.peek(j);
+        let d = v.colours.peek(k);
         prefetch(v.positions.addr(t));
         prefetch(v.colours.addr(t));
         prefetch_write(v.pixels.addr(b), self.has_w);

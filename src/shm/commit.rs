@@ -56,8 +56,10 @@ impl<T: Pod + Zeroable> Committed<T> {
             // Order the copy before the re-check (seqlock reader fence).
             std::sync::atomic::fence(Ordering::Acquire);
             let g2 = self.generation.load(Ordering::Relaxed);
-            // The copy we read is only rewritten by the commit after next.
-            if g2.wrapping_sub(g) < 2 {
+            // The copy we read is rewritten by the next commit but one,
+            // which starts only after the next commit stored g + 1 (see
+            // `commit`): an unchanged generation proves the copy intact.
+            if g2 == g {
                 return Some(v);
             }
             std::hint::spin_loop();
@@ -68,6 +70,10 @@ impl<T: Pod + Zeroable> Committed<T> {
     /// Commits `value` as the new record. Single writer only.
     pub fn commit(&self, value: T) {
         let g = self.generation.load(Ordering::Relaxed);
+        // The scratch copy is the one a reader selected two commits ago:
+        // order our previous generation store before these writes, so a
+        // reader that sees any of them also sees the generation move.
+        std::sync::atomic::fence(Ordering::Release);
         self.copies[((g + 1) & 1) as usize].write(value);
         // SYNC POINT: release of the copy just written; acquired by `load`
         // and `snapshot`. This store is the commit point.
@@ -105,6 +111,28 @@ mod tests {
         c.commit(Rec { a: 3, b: 4 });
         assert_eq!(c.load(), (2, Rec { a: 3, b: 4 }));
         assert_eq!(c.snapshot(), Some(Rec { a: 3, b: 4 }));
+    }
+
+    #[test]
+    fn snapshots_are_never_torn() {
+        // Writer commits records with a == b; a reader must never see a
+        // mix of two records.
+        let c: std::sync::Arc<Committed<Rec>> = std::sync::Arc::from(fresh());
+        let w = c.clone();
+        let writer = std::thread::spawn(move || {
+            for i in 1..=300_000u64 {
+                w.commit(Rec { a: i, b: i });
+            }
+        });
+        let mut seen = 0u64;
+        while !writer.is_finished() {
+            if let Some(r) = c.snapshot() {
+                assert_eq!(r.a, r.b, "torn snapshot");
+                seen += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert!(seen > 0);
     }
 
     #[test]
@@ -218,7 +246,8 @@ impl<'a> CommittedBytes<'a> {
             let g = self.generation.load(Ordering::Acquire);
             self.read_copy(g, out);
             std::sync::atomic::fence(Ordering::Acquire);
-            if self.generation.load(Ordering::Relaxed).wrapping_sub(g) < 2 {
+            // Unchanged generation: the copy was not rewritten (see `commit`).
+            if self.generation.load(Ordering::Relaxed) == g {
                 return true;
             }
             std::hint::spin_loop();
@@ -230,6 +259,9 @@ impl<'a> CommittedBytes<'a> {
     pub fn commit(&self, value: &[u64]) {
         assert_eq!(value.len() * 8, self.len);
         let g = self.generation.load(Ordering::Relaxed);
+        // As in `Committed::commit`: the previous generation store before
+        // the scratch copy's writes.
+        std::sync::atomic::fence(Ordering::Release);
         let dst = self.copy_ptr(g.wrapping_add(1));
         for (i, w) in value.iter().enumerate() {
             // SAFETY: i < len/8, inside the scratch copy, which no reader

@@ -13,7 +13,7 @@
 //! started changing data and is simply run again.
 
 use bytemuck::Pod;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU64, Ordering, compiler_fence};
 
 use super::cell::{ShmSafe, VolatileCell};
 
@@ -45,13 +45,16 @@ impl<T: Pod> Journal<T> {
         // SYNC POINT: release of the record; acquired by `armed_for` (in the
         // restarted process that recovers).
         self.armed.store(step.wrapping_add(1), Ordering::Release);
-        // Crash ordering, not inter-thread visibility: the data stores the
-        // caller makes next must not be executed before the `armed` store, or
-        // a kill in between would leave changed data with no armed record. A
-        // release fence keeps the compiler (and weakly ordered CPUs) from
-        // moving later stores above earlier ones; on x86 (TSO) stores already
-        // retire in order and the fence costs nothing.
-        fence(Ordering::Release);
+        // Ordering against a kill, not against another thread: the data
+        // stores the caller makes next must not come before the `armed`
+        // store in the instruction stream, or a SIGKILL between them would
+        // leave changed data with no armed record. A killed process's
+        // executed stores are never lost (on any CPU they drain from the
+        // store buffer), so only the order the compiler emits matters; a
+        // compiler fence is the documented tool for ordering against an
+        // asynchronous interruption and costs no instruction. Visibility to
+        // the restarted process comes from its parent's waitpid and fork.
+        compiler_fence(Ordering::SeqCst);
     }
 
     /// The armed record if the journal is armed for step `step`.

@@ -486,6 +486,28 @@ impl<'a> RingConsumer<'a> {
         unsafe { std::slice::from_raw_parts(p, self.view.slot_size as usize) }
     }
 
+    /// Copies the `k`-th unread slot into `out` (up to the slot size) with
+    /// volatile word reads: nothing is assumed about bytes another process
+    /// could be writing, whatever the protocol says. Panics unless
+    /// `k < available(..)` as last returned.
+    #[inline]
+    pub fn copy_slot(&self, k: u32, out: &mut [u64]) {
+        assert!(
+            k < self.cached_head.wrapping_sub(self.tail),
+            "ring slot {k} is not published"
+        );
+        let p = self.view.slot_ptr(self.tail.wrapping_add(k)).cast::<u64>();
+        let words = (self.view.slot_size as usize / 8).min(out.len());
+        for (i, w) in out[..words].iter_mut().enumerate() {
+            let src = p.wrapping_add(i);
+            // SAFETY: i < slot_size / 8 (slot sizes are multiples of 8), so
+            // the word is inside the slot, which lies in the mapping and is
+            // 8-aligned (64-aligned array, 8-multiple slots); a volatile read
+            // of a plain u64.
+            *w = unsafe { src.read_volatile() };
+        }
+    }
+
     /// Releases the next `n` slots to the producer.
     #[inline]
     pub fn release(&mut self, n: u32) {

@@ -53,6 +53,20 @@ pub enum ConsumerError {
         /// Producer's next sequence number.
         bound: u64,
     },
+    /// A gap longer than the dropouts the producer has committed.
+    #[error(
+        "segment ring: sequence {seq} follows {last}, a gap of {gap}, but the producer has committed only {unfilled} dropouts not yet filled; the run is corrupt (`forkring clean`)"
+    )]
+    Gap {
+        /// Sequence number found (or the produced count at the end).
+        seq: u64,
+        /// Last sequence number accounted for.
+        last: i64,
+        /// Missing sequence numbers.
+        gap: u64,
+        /// Dropouts committed by the producer and not yet filled.
+        unfilled: u64,
+    },
     /// The output file is inconsistent with the committed state.
     #[error("{path}: {detail}")]
     Output {
@@ -253,6 +267,8 @@ pub struct Consumer<'a> {
     /// Producer's next sequence number as last read: every slot's sequence
     /// number must be below it.
     bound: u64,
+    /// The slot being handled, copied out of the ring.
+    slot: Vec<u64>,
 }
 
 impl<'a> Consumer<'a> {
@@ -267,22 +283,36 @@ impl<'a> Consumer<'a> {
         record.load(&mut words);
         let st = ConsumerState::decode(&words, s.dim, s.rate_window, s.batch)?;
         let path = dir.join(output::PARTIAL_NAME);
-        let mut file = OpenOptions::new()
-            .create(true)
+        let lost = |path: &Path, detail: String| ConsumerError::Output {
+            path: path.display().to_string(),
+            detail: format!(
+                "{detail}; the stream's per-batch records committed so far ({} bytes) are lost. The figures are still in the segments (`forkring status --json`); `forkring clean` discards the run",
+                st.file_offset
+            ),
+        };
+        // Create the file only for a stream that has written nothing yet: a
+        // missing file with committed records is data lost, not a new start.
+        let mut file = match OpenOptions::new()
+            .create(st.file_offset == 0)
             .read(true)
             .write(true)
             .truncate(false)
             .open(&path)
-            .map_err(io_err(&path))?;
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(lost(&path, "is missing".into()));
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
         let len = file.metadata().map_err(io_err(&path))?.len();
         if len < st.file_offset {
-            return Err(ConsumerError::Output {
-                path: path.display().to_string(),
-                detail: format!(
-                    "is {len} bytes but {} were committed; it was truncated or replaced behind forkring's back",
-                    st.file_offset
+            return Err(lost(
+                &path,
+                format!(
+                    "is {len} bytes, shorter than committed: it was truncated or replaced behind forkring's back"
                 ),
-            });
+            ));
         }
         file.set_len(st.file_offset).map_err(io_err(&path))?;
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
@@ -292,6 +322,7 @@ impl<'a> Consumer<'a> {
             ctl,
             record,
             ring,
+            slot: vec![0; s.slot_size() as usize / 8],
             an: Analyzer::new(s, st),
             words,
             file,
@@ -323,7 +354,8 @@ impl<'a> Consumer<'a> {
             return Ok(0);
         }
         for k in 0..n {
-            let slot = self.ring.slot(k);
+            self.ring.copy_slot(k, &mut self.slot);
+            let slot: &[u8] = bytemuck::cast_slice(&self.slot);
             let seq = Analyzer::slot_seq(slot);
             if seq >= self.bound {
                 // Untrusted: the producer commits its next sequence number
@@ -334,14 +366,35 @@ impl<'a> Consumer<'a> {
                     return Err(ConsumerError::Sequence { seq, bound });
                 }
             }
-            let slot = self.ring.slot(k);
-            self.an.on_slot(slot);
+            if seq > self.an.state().expected {
+                self.check_gap(seq, self.producer())?;
+            }
+            self.an.on_slot(bytemuck::cast_slice(&self.slot));
         }
         let st = self.an.state_mut();
         st.tail = st.tail.wrapping_add(n);
         self.commit()?;
         self.ring.release(n);
         Ok(n)
+    }
+
+    /// A gap up to `seq` (exclusive) can only consist of dropouts the
+    /// producer counted: it commits its drop count before publishing the
+    /// slot after them. A longer gap means corrupt shared memory, and
+    /// filling it could take unbounded time and memory.
+    fn check_gap(&self, seq: u64, p: ProducerRecord) -> Result<(), ConsumerError> {
+        let st = self.an.state();
+        let gap = seq.saturating_sub(st.expected);
+        let unfilled = p.dropped.saturating_sub(st.extrapolated);
+        if gap > unfilled {
+            return Err(ConsumerError::Gap {
+                seq,
+                last: st.expected as i64 - 1,
+                gap,
+                unfilled,
+            });
+        }
+        Ok(())
     }
 
     /// Writes pending output, then commits the state (the commit point).
@@ -368,14 +421,15 @@ impl<'a> Consumer<'a> {
         if p.finished != 1 || self.ring.tail() != p.head || self.ring.available(1)? != 0 {
             return Ok(false);
         }
-        self.finish_at(p.next_seq)?;
+        self.finish_at(p)?;
         Ok(true)
     }
 
-    /// Ends the stream at `produced` sequence numbers and commits; also used
-    /// by the handoff when the consumer died.
-    pub fn finish_at(&mut self, produced: u64) -> Result<(), ConsumerError> {
-        self.an.finish_at(produced);
+    /// Ends the stream at `p.next_seq` sequence numbers and commits; also
+    /// used by the handoff when the consumer died.
+    pub fn finish_at(&mut self, p: ProducerRecord) -> Result<(), ConsumerError> {
+        self.check_gap(p.next_seq, p)?;
+        self.an.finish_at(p.next_seq);
         self.commit()?;
         self.file.sync_all().map_err(io_err(&self.path))?;
         Ok(())

@@ -90,6 +90,17 @@ impl JobHost for StreamHost {
     fn is_complete(&self) -> bool {
         self.consumer_state().is_some_and(|s| s.finished)
     }
+    fn prepare_resume(&self) {
+        // A finish requested of the dead supervisor's roles is requested
+        // again by this supervisor if it still holds (image complete,
+        // --duration reached).
+        if let Ok(c) = self.segs.control() {
+            c.finish.clear();
+        }
+    }
+    fn handoff_done(&self) {
+        let _ = std::fs::remove_file(self.out.join(PARTIAL_NAME));
+    }
     fn progress(&self) -> Progress {
         let p = self
             .segs
@@ -122,23 +133,36 @@ impl JobHost for StreamHost {
             p.finished = 1;
             sc.producer.commit(p);
         }
+        // A producer killed between committing its record and publishing
+        // the ring head committed slots the consumer cannot see yet: publish
+        // them, as a restarted producer would.
+        crate::shm::ring::RingProducer::resume_at(self.segs.ring_view()?, p.head)?;
         // Likewise finish the consumer's work from its committed state: drain
         // what is left in the ring, fill the end, write the last batch.
         let mut c = Consumer::attach(&self.segs, &self.out)?;
         while c.process_available(super::consumer::CHUNK)? > 0 {}
         if !c.state().finished {
-            c.finish_at(p.next_seq)?;
+            c.finish_at(p)?;
         }
         let st = c.state().clone();
         let working = c.path().to_path_buf();
         drop(c);
         let name = final_name(s.format);
         let dest = out.join(name);
-        let written = if working.parent() == Some(out) {
-            std::fs::rename(&working, &dest).map_err(|err| OutputError {
-                op: "rename into place",
-                path: dest.display().to_string(),
-                err,
+        // Publish the working file under its final name without giving it
+        // up: it stays until summary.json is written (`handoff_done`), so a
+        // failed handoff can be retried. Same directory: a hard link, then
+        // an atomic rename; elsewhere: an atomic copy.
+        let tmp = out.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let written = if std::fs::hard_link(&working, &tmp).is_ok() {
+            std::fs::rename(&tmp, &dest).map_err(|err| {
+                let _ = std::fs::remove_file(&tmp);
+                OutputError {
+                    op: "rename into place",
+                    path: dest.display().to_string(),
+                    err,
+                }
             })?;
             sync_dir(out)?;
             let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
@@ -148,7 +172,6 @@ impl JobHost for StreamHost {
                 let mut f = std::fs::File::open(&working)?;
                 std::io::copy(&mut f, w).map(|_| ())
             })?;
-            let _ = std::fs::remove_file(&working);
             (w.bytes, w.sha256)
         };
         let conserved = p.next_seq == st.received + p.dropped && st.duplicates == 0;

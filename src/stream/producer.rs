@@ -168,8 +168,13 @@ pub fn run(run: &RunName) -> CmdResult {
             }
         }
     }
-    rec.finished = 1;
-    sc.producer.commit(rec);
+    // The stream has ended only if it reached --count or was asked to
+    // finish (image complete, --duration). A stop request (signal, restart
+    // limit) leaves it resumable: the handoff, or a resumed run, decides.
+    if rec.next_seq >= count || sc.finish.is_set() {
+        rec.finished = 1;
+        sc.producer.commit(rec);
+    }
     ring.flush_wake();
     sc.stats.producer_cpu_ns.add(crate::clock::process_cpu_ns());
     Ok(())

@@ -346,11 +346,16 @@ impl Control {
             });
         }
         let bytes = body.settings.read();
-        let settings = RunSettings::decode(&bytes[..len]).map_err(|e| ControlError::Settings {
-            name: seg.name().to_string(),
-            run: run.to_string(),
-            detail: e.to_string(),
-        })?;
+        // Untrusted bytes: decoded with a size limit, then checked against
+        // every bound the command line enforces.
+        let settings = RunSettings::decode(&bytes[..len])
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.validate().map(|()| s))
+            .map_err(|detail| ControlError::Settings {
+                name: seg.name().to_string(),
+                run: run.to_string(),
+                detail,
+            })?;
         Ok(Control {
             run: run.clone(),
             seg,

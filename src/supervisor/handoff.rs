@@ -110,6 +110,9 @@ pub fn write_results(
         ))
     })?;
     control.set_phase(Phase::HandedOff);
+    for j in jobs {
+        j.handoff_done();
+    }
     Ok(summary)
 }
 

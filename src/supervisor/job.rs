@@ -67,6 +67,12 @@ pub trait JobHost: std::fmt::Debug {
     fn request_finish(&self);
     /// Whether the job has done all its work.
     fn is_complete(&self) -> bool;
+    /// Called when a supervisor takes over a run whose supervisor died,
+    /// before roles start: undo requests that belonged to the dead one.
+    fn prepare_resume(&self) {}
+    /// Called once `summary.json` is in place: remove working files the
+    /// handoff kept so that it could be retried.
+    fn handoff_done(&self) {}
     /// Current progress.
     fn progress(&self) -> Progress;
     /// Shared-memory bytes of the job's segments.

@@ -95,42 +95,76 @@ fn check_shm_space(name: &RunName, settings: &RunSettings) -> Result<(), Failure
 
 /// Creates a new run or takes over a run whose supervisor died.
 fn open_or_create(opts: &RunOptions) -> Result<(Control, bool), Failure> {
-    if !segment::exists(&opts.name.segment(super::control::PART)) {
-        check_shm_space(&opts.name, &opts.settings)?;
+    if let Some(c) = open_existing(opts)? {
+        return Ok((c, true));
     }
+    check_shm_space(&opts.name, &opts.settings)?;
     match Control::create(&opts.name, &opts.settings) {
         Ok(c) => Ok((c, false)),
+        // Another supervisor created it since we looked: it is live.
         Err(ControlError::Create(CreateError::AlreadyExists { .. })) => {
-            let c = Control::open(&opts.name, Access::ReadWrite).map_err(|e| {
+            open_existing(opts)?.map(|c| (c, true)).ok_or_else(|| {
                 Failure::runtime(format!(
-                    "{e}. Run {0} exists but cannot be resumed; discard it with `forkring clean {0}`",
+                    "run {} was being created by another supervisor",
                     opts.name
                 ))
-            })?;
-            c.lock()?;
-            let mut requested = opts.settings.clone();
-            if !opts.seed_given {
-                let rec = c.settings();
-                if let (Some(r), Some(q)) = (&rec.image, &mut requested.image) {
-                    q.seed = r.seed;
-                }
-                if let (Some(r), Some(q)) = (&rec.stream, &mut requested.stream) {
-                    q.seed = r.seed;
-                }
-            }
-            let diffs = c.settings().differences(&requested);
-            if !diffs.is_empty() {
-                return Err(Failure::runtime(format!(
-                    "run {0} exists with different settings ({1}); resume it with the same settings, or discard it with `forkring clean {0}`",
-                    opts.name,
-                    diffs.join("; ")
-                )));
-            }
-            c.take_over();
-            Ok((c, true))
+            })
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Takes over run `opts.name` if it exists and its supervisor is dead
+/// (`None` if it does not exist). The leftovers of a run that was already
+/// handed off are removed, so the requested run starts afresh.
+fn open_existing(opts: &RunOptions) -> Result<Option<Control>, Failure> {
+    if !segment::exists(&opts.name.segment(super::control::PART)) {
+        return Ok(None);
+    }
+    let c = Control::open(&opts.name, Access::ReadWrite).map_err(|e| {
+        Failure::runtime(format!(
+            "{e}. Run {0} exists but cannot be resumed; discard it with `forkring clean {0}`",
+            opts.name
+        ))
+    })?;
+    c.lock()?;
+    if c.phase() == Some(Phase::HandedOff) {
+        // Its supervisor finished the handoff and died while removing the
+        // segments: finish that (by name: some are gone), control last.
+        let control_name = c.segment().name().to_string();
+        for n in segment_files_of(&opts.name)? {
+            if n != control_name {
+                let _ = segment::unlink(&n);
+            }
+        }
+        let _ = segment::unlink(&control_name);
+        eprintln!(
+            "forkring: removed the leftovers of an earlier run {} (already handed off to {})",
+            opts.name,
+            c.settings().out.display()
+        );
+        return Ok(None);
+    }
+    let mut requested = opts.settings.clone();
+    if !opts.seed_given {
+        let rec = c.settings();
+        if let (Some(r), Some(q)) = (&rec.image, &mut requested.image) {
+            q.seed = r.seed;
+        }
+        if let (Some(r), Some(q)) = (&rec.stream, &mut requested.stream) {
+            q.seed = r.seed;
+        }
+    }
+    let diffs = c.settings().differences(&requested);
+    if !diffs.is_empty() {
+        return Err(Failure::runtime(format!(
+            "run {0} exists with different settings ({1}); resume it with the same settings, or discard it with `forkring clean {0}`",
+            opts.name,
+            diffs.join("; ")
+        )));
+    }
+    c.take_over();
+    Ok(Some(c))
 }
 
 /// Creates (new run) or opens (resumed run) the jobs' segments.
@@ -160,24 +194,25 @@ fn job_hosts(control: &Control, resumed: bool) -> Result<Vec<Box<dyn JobHost>>, 
 /// [`Signals::install`]) so that a stop request is never lost.
 pub fn run(opts: RunOptions, signals: Signals) -> CmdResult {
     let (control, resumed) = open_or_create(&opts)?;
-    if control.phase() == Some(Phase::HandedOff) {
-        // The previous supervisor finished the handoff and died while
-        // removing segments: finish that, and tell systemd we started and
-        // stopped cleanly (a start without READY=1 counts as a failure).
-        if let Some(mut n) = Notifier::from_env() {
-            n.ready();
-            n.stopping();
-        }
-        let jobs = job_hosts(&control, true).unwrap_or_default();
-        handoff::remove_segments(&control, &jobs);
-        println!(
-            "run {}: was already handed off to {}; removed its remaining segments",
-            opts.name,
-            control.settings().out.display()
-        );
-        return Ok(());
-    }
     let jobs = job_hosts(&control, resumed)?;
+    if resumed {
+        if matches!(control.phase(), Some(Phase::Stopping | Phase::HandingOff)) {
+            // The previous supervisor died while stopping: finish its stop.
+            println!(
+                "run {}: its supervisor died while stopping it; handing off the results",
+                opts.name
+            );
+            return crate::ops::hand_off_stopped(
+                &control,
+                &jobs,
+                &control.settings().out,
+                opts.json,
+            );
+        }
+        for j in &jobs {
+            j.prepare_resume();
+        }
+    }
     let mut sup = Supervisor::new(opts, control, jobs, signals, resumed);
     let outcome = sup.supervise();
     sup.finish(outcome)
@@ -501,7 +536,12 @@ impl Supervisor {
         self.control.set_phase(Phase::Stopping);
         self.control.stop_flag().set();
         for j in &self.jobs {
-            j.request_finish();
+            // --duration is the run's natural end: the stream ends for good.
+            // A signal or the restart limit only stops the roles; a resumed
+            // run carries on.
+            if cause == EndCause::Duration {
+                j.request_finish();
+            }
             j.kick();
         }
         for s in self.slots.values_mut() {

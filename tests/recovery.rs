@@ -1,0 +1,313 @@
+//! Recovery from states that a SIGKILL at a precise instruction leaves
+//! behind, built with the library's own code (a real kill lands there too
+//! rarely to test reliably), then handed off or resumed by the real code.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use forkring::image::layout::ImageSegments;
+use forkring::image::step::Stepper;
+use forkring::settings::{
+    Distribution, ImageSettings, Rate, RunSettings, StreamFormat, StreamSettings,
+};
+use forkring::shm::ring::RingProducer;
+use forkring::shm::turn::Party;
+use forkring::shm::{Access, RunName};
+use forkring::stream::generate::Generator;
+use forkring::stream::layout::StreamSegments;
+use forkring::stream::producer::write_slot;
+use forkring::supervisor::control::{Control, Phase};
+
+fn stream_settings() -> StreamSettings {
+    StreamSettings {
+        dim: 4,
+        distribution: Distribution::Normal,
+        rate: Rate::Max,
+        count: Some(40),
+        noise: None,
+        batch: 10,
+        rate_window: 10,
+        rate_interval: 1.0,
+        format: StreamFormat::Jsonl,
+        ring_slots: 64,
+        seed: 3,
+    }
+}
+
+/// The producer committed its second chunk but was killed before
+/// publishing the ring head; nobody restarted it. The handoff must publish
+/// and count those vectors, not invent them.
+#[test]
+fn stream_handoff_publishes_committed_slots() {
+    let name = run_name("rec-stream");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let run = RunName::new(&name).unwrap();
+    let s = stream_settings();
+    let settings = RunSettings {
+        out: dir.path().to_path_buf(),
+        image: None,
+        stream: Some(s.clone()),
+    };
+    let control = Control::create(&run, &settings).unwrap();
+    let segs = StreamSegments::create(&run, &s).unwrap();
+    let sc = segs.control().unwrap();
+    let g = Generator::new(&s);
+    let mut ring = RingProducer::attach(segs.ring_view().unwrap()).unwrap();
+    let (_, mut rec) = sc.producer.load();
+    for chunk in 0..2 {
+        assert!(ring.free(20).unwrap() >= 20);
+        for k in 0..20 {
+            write_slot(ring.slot_mut(k), rec.next_seq, 1_000 + rec.next_seq, &g).unwrap();
+            rec.next_seq += 1;
+        }
+        rec.head = rec.head.wrapping_add(20);
+        sc.producer.commit(rec);
+        if chunk == 0 {
+            ring.publish(20);
+        } // chunk 1: killed here, after the commit, before the publication
+    }
+    // The "killed" producer's mapping goes away with it.
+    let _ = ring;
+    drop(segs);
+    drop(control);
+    let o = forkring(&["handoff", "--run", &name]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st = summary(dir.path())["stream"].clone();
+    assert_eq!(st["produced"], 40, "{st}");
+    assert_eq!(st["received"], 40, "committed vectors were dropped: {st}");
+    assert_eq!(st["extrapolated"], 0, "{st}");
+    assert_eq!(st["conservation_ok"], true);
+}
+
+/// A role was killed after applying its step but before passing the turn.
+/// The handoff must complete that step so image.png and history.bin agree.
+#[test]
+fn image_handoff_completes_a_half_done_step() {
+    let name = run_name("rec-image");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let run = RunName::new(&name).unwrap();
+    let img = ImageSettings {
+        width: 8,
+        height: 6,
+        seed: 5,
+    };
+    let settings = RunSettings {
+        out: dir.path().to_path_buf(),
+        image: Some(img.clone()),
+        stream: None,
+    };
+    let control = Control::create(&run, &settings).unwrap();
+    let segs = ImageSegments::create(&run, &img).unwrap();
+    let v = segs.view().unwrap();
+    let st = Stepper::new(v);
+    for s in 0..10 {
+        st.step(if s % 2 == 0 { Party::Even } else { Party::Odd }, s)
+            .unwrap();
+    }
+    // Iteration 10: journal armed and data written, turn not passed.
+    let r = st.plan(10).unwrap();
+    v.ctl.journals[0].arm(10, *r.get());
+    st.apply(&r);
+    drop(segs);
+    drop(control);
+    let o = forkring(&["handoff", "--run", &name]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = forkring(&["verify", dir.path().to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert_eq!(summary(dir.path())["image"]["iterations"], 11);
+}
+
+/// A run that gave up (restart limit) is resumed by the same command and
+/// then completes its stream; the stop did not mark the stream finished.
+#[test]
+fn a_run_that_gave_up_resumes_to_completion() {
+    let _g = serial();
+    let name = run_name("rec-giveup");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let args = [
+        "run",
+        "--jobs",
+        "stream",
+        "--name",
+        &name,
+        "--rate",
+        "4000",
+        "--count",
+        "8000",
+        "--seed",
+        "1",
+        "--max-restarts",
+        "0",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ];
+    let bg = spawn(&args);
+    assert!(
+        wait_roles(&name, 2, Duration::from_secs(60)),
+        "{}",
+        bg.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let producer = live_roles(&name)
+        .into_iter()
+        .find(|(r, _)| *r == forkring::supervisor::role::Role::Producer)
+        .unwrap()
+        .1;
+    signal(producer, libc::SIGKILL);
+    let (status, log) = bg.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(3), "{log}");
+    let o = forkring(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let st = summary(dir.path())["stream"].clone();
+    assert_eq!(st["produced"], 8000, "{st}");
+    assert_eq!(st["received"], 8000, "{st}");
+}
+
+/// The handoff failed after the stream file was published (summary.json
+/// could not be written); `forkring handoff` retries and succeeds.
+#[test]
+fn a_failed_handoff_can_be_retried() {
+    let _g = serial();
+    let name = run_name("rec-retry");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("summary.json")).unwrap();
+    let o = forkring(&[
+        "run",
+        "--jobs",
+        "stream",
+        "--name",
+        &name,
+        "--rate",
+        "max",
+        "--count",
+        "5000",
+        "--seed",
+        "1",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("forkring handoff --run {name}")),
+        "{}",
+        text(&o)
+    );
+    std::fs::remove_dir(dir.path().join("summary.json")).unwrap();
+    let o = forkring(&["handoff", "--run", &name]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st = summary(dir.path())["stream"].clone();
+    assert_eq!(st["received"], 5000, "{st}");
+    let lines = std::fs::read_to_string(dir.path().join("stream.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 50);
+    assert!(!dir.path().join(".stream.partial").exists());
+    assert!(segments_of(&name).is_empty());
+}
+
+/// A corrupt sequence count in shared memory gives a clear error at once,
+/// not an endless gap fill.
+#[test]
+fn a_corrupt_sequence_count_is_refused() {
+    let name = run_name("rec-corrupt");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let run = RunName::new(&name).unwrap();
+    let s = stream_settings();
+    let settings = RunSettings {
+        out: dir.path().to_path_buf(),
+        image: None,
+        stream: Some(s.clone()),
+    };
+    let control = Control::create(&run, &settings).unwrap();
+    let segs = StreamSegments::create(&run, &s).unwrap();
+    let sc = segs.control().unwrap();
+    let (_, mut rec) = sc.producer.load();
+    rec.next_seq = 1 << 40; // no slot, no dropout: a gap of 2^40 is impossible
+    sc.producer.commit(rec);
+    drop(segs);
+    drop(control);
+    let start = std::time::Instant::now();
+    let o = forkring(&["handoff", "--run", &name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("dropouts"), "{}", text(&o));
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "the error took {:?}",
+        start.elapsed()
+    );
+}
+
+/// A supervisor killed while removing the segments of a handed-off run:
+/// the next `run` of that name removes every leftover and runs afresh.
+#[test]
+fn leftovers_of_a_handed_off_run_are_removed() {
+    let name = run_name("rec-left");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let run = RunName::new(&name).unwrap();
+    let img = ImageSettings {
+        width: 4,
+        height: 4,
+        seed: 1,
+    };
+    let mut s = stream_settings();
+    s.seed = 9; // other settings than the new run: they no longer matter
+    let settings = RunSettings {
+        out: dir.path().to_path_buf(),
+        image: Some(img.clone()),
+        stream: Some(s.clone()),
+    };
+    let control = Control::create(&run, &settings).unwrap();
+    drop(ImageSegments::create(&run, &img).unwrap());
+    drop(StreamSegments::create(&run, &s).unwrap());
+    control.set_phase(Phase::HandedOff);
+    for part in forkring::image::layout::PARTS {
+        forkring::shm::segment::unlink(&run.segment(part)).unwrap();
+    }
+    drop(control);
+    let o = forkring(&[
+        "run",
+        "--name",
+        &name,
+        "--size",
+        "4",
+        "--seed",
+        "1",
+        "--count",
+        "40",
+        "--dim",
+        "4",
+        "--batch",
+        "10",
+        "--rate-window",
+        "10",
+        "--ring-slots",
+        "64",
+        "--rate",
+        "max",
+        "--quiet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("removed the leftovers"), "{}", text(&o));
+    let sm = summary(dir.path());
+    assert_eq!(sm["image"]["complete"], true, "{sm}");
+    assert_eq!(sm["stream"]["produced"], 40, "{sm}");
+    assert!(
+        segments_of(&name).is_empty(),
+        "left: {:?}",
+        segments_of(&name)
+    );
+    let _ = Control::open(&run, Access::ReadOnly).unwrap_err();
+}
