@@ -10,7 +10,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::job::Progress;
 
-/// Seconds between log lines when stdout is not a terminal.
+/// Default time between log lines (and rate samples); a stream job's
+/// `--rate-interval` replaces it.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How progress is shown.
@@ -23,7 +24,7 @@ enum Mode {
         stream: Option<ProgressBar>,
         status: ProgressBar,
     },
-    /// A log line every `LOG_INTERVAL`.
+    /// A log line every `interval`.
     Lines,
     /// Nothing but the final summary and warnings.
     Quiet,
@@ -39,6 +40,8 @@ pub struct Display {
     rates: Vec<Option<f64>>,
     /// Log lines go to stderr instead of stdout (stdout carries JSON).
     log_to_stderr: bool,
+    /// Time between log lines and rate samples.
+    interval: Duration,
 }
 
 fn human(n: f64) -> String {
@@ -106,7 +109,7 @@ fn main_counter(p: &Progress) -> u64 {
 
 impl Display {
     /// Chooses the mode: quiet, bars when stdout is a terminal, else lines.
-    pub fn new(quiet: bool, json: bool, jobs: &[Progress]) -> Display {
+    pub fn new(quiet: bool, json: bool, jobs: &[Progress], interval: Duration) -> Display {
         let now = Instant::now();
         let mode = if quiet {
             Mode::Quiet
@@ -120,9 +123,15 @@ impl Display {
                         let b = multi.add(ProgressBar::new(*total));
                         b.set_style(
                             ProgressStyle::with_template(
-                                "image  [{bar:32.cyan/blue}] {percent:>3}% {human_pos}/{human_len} it  {per_sec}  ETA {eta}",
+                                "image  [{bar:32.cyan/blue}] {percent:>3}% {human_pos}/{human_len} it  {rate} it/s  ETA {eta}",
                             )
                             .expect("valid template")
+                            .with_key(
+                                "rate",
+                                |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                                    let _ = w.write_str(&human(st.per_sec()));
+                                },
+                            )
                             .progress_chars("=> "),
                         );
                         image = Some(b);
@@ -154,6 +163,7 @@ impl Display {
             last_sample: Some((now, jobs.to_vec())),
             rates: Vec::new(),
             log_to_stderr: json,
+            interval,
         }
     }
 
@@ -181,10 +191,10 @@ impl Display {
     }
 
     /// Updates the display with fresh samples. Rates are computed over
-    /// `LOG_INTERVAL`, which is also how often a log line is printed.
+    /// `interval`, which is also how often a log line is printed.
     pub fn update(&mut self, progress: &[Progress], restarts: u64, status: &str) {
         let now = Instant::now();
-        let due = now.duration_since(self.last_line) >= LOG_INTERVAL;
+        let due = now.duration_since(self.last_line) >= self.interval;
         if due {
             self.rates = match &self.last_sample {
                 Some((t, prev)) if prev.len() == progress.len() => {
@@ -238,7 +248,7 @@ impl Display {
         }
     }
 
-    /// Every job's progress with the rates of the last `LOG_INTERVAL`, and
+    /// Every job's progress with the rates of the last `interval`, and
     /// the restart count, on one line: a log line, and systemd's `STATUS=`.
     pub fn line(&self, progress: &[Progress], restarts: u64) -> String {
         let parts: Vec<String> = progress

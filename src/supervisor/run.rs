@@ -246,7 +246,15 @@ impl Supervisor {
         resumed: bool,
     ) -> Self {
         let progress: Vec<_> = jobs.iter().map(|j| j.progress()).collect();
-        let display = Display::new(opts.quiet, opts.json, &progress);
+        // A stream's --rate-interval sets how often its rate is logged.
+        let interval = control
+            .settings()
+            .stream
+            .as_ref()
+            .map_or(super::progress::LOG_INTERVAL, |s| {
+                Duration::from_secs_f64(s.rate_interval)
+            });
+        let display = Display::new(opts.quiet, opts.json, &progress, interval);
         let prior_seconds = if resumed {
             control.prior_seconds()
         } else {
