@@ -9,46 +9,31 @@ use std::time::{Duration, Instant};
 use common::*;
 use forkring::supervisor::role::Role;
 
-const SIZE: &str = "1024";
-const SEED: &str = "99";
+/// The combined run every test here uses (the image part is what is
+/// compared; the stream part is checked for conservation).
+const COMBINED: [&str; 6] = ["--size", "1024", "--seed", "99", "--rate", "2000"];
 
 /// The image of a fault-free run (image job alone: the image does not
 /// depend on the stream).
 fn reference_image() -> (Vec<u8>, Vec<u8>) {
-    let name = run_name("chref");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let o = forkring(&[
-        "run",
-        "--jobs",
-        "image",
-        "--name",
-        &name,
-        "--size",
-        SIZE,
-        "--seed",
-        SEED,
-        "--quiet",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let sc = Scene::new("chref");
+    let o = sc.run(&["--jobs", "image", "--size", "1024", "--seed", "99"]);
     assert!(o.status.success(), "{}", text(&o));
-    (
-        std::fs::read(dir.path().join("image.png")).unwrap(),
-        std::fs::read(dir.path().join("history.bin")).unwrap(),
-    )
+    let read = |f| std::fs::read(sc.dir.path().join(f)).unwrap();
+    (read("image.png"), read("history.bin"))
 }
 
-fn check_result(dir: &std::path::Path, want: &(Vec<u8>, Vec<u8>)) -> serde_json::Value {
+fn check_result(sc: &Scene, want: &(Vec<u8>, Vec<u8>)) -> serde_json::Value {
+    let read = |f| std::fs::read(sc.dir.path().join(f)).unwrap();
     assert!(
-        std::fs::read(dir.join("image.png")).unwrap() == want.0,
+        read("image.png") == want.0,
         "image differs from the fault-free run"
     );
     assert!(
-        std::fs::read(dir.join("history.bin")).unwrap() == want.1,
+        read("history.bin") == want.1,
         "history differs from the fault-free run"
     );
-    let s = summary(dir);
+    let s = sc.summary();
     let st = &s["stream"];
     let (p, r, d) = (
         st["produced"].as_u64().unwrap(),
@@ -65,27 +50,12 @@ fn check_result(dir: &std::path::Path, want: &(Vec<u8>, Vec<u8>)) -> serde_json:
 fn fifty_sigkills_of_random_roles() {
     let _g = serial();
     let want = reference_image();
-    let name = run_name("chaos50");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let mut bg = spawn(&[
-        "run",
-        "--name",
-        &name,
-        "--size",
-        SIZE,
-        "--seed",
-        SEED,
-        "--rate",
-        "2000",
-        "--quiet",
-        "--max-restarts",
-        "10000",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let sc = Scene::new("chaos50");
+    let mut args = COMBINED.to_vec();
+    args.extend(["--max-restarts", "10000"]);
+    let mut bg = sc.spawn(&args);
     let mut rng = Lcg(50);
-    let by_role = kill_random_roles(&mut bg, &name, &mut rng, 20_000, 50);
+    let by_role = kill_random_roles(&mut bg, &sc.name, &mut rng, 20_000, 50);
     let kills: usize = by_role.values().sum();
     assert_eq!(
         kills,
@@ -95,7 +65,7 @@ fn fifty_sigkills_of_random_roles() {
     );
     let (status, log) = bg.wait(Duration::from_secs(120));
     assert!(status.success(), "{log}");
-    let s = check_result(dir.path(), &want);
+    let s = check_result(&sc, &want);
     let restarts: u64 = s["restarts"]
         .as_object()
         .unwrap()
@@ -106,38 +76,22 @@ fn fifty_sigkills_of_random_roles() {
         restarts >= 40,
         "kills {by_role:?} but only {restarts} restarts recorded: {s}"
     );
-    assert!(segments_of(&name).is_empty());
+    assert!(segments_of(&sc.name).is_empty());
 }
 
 #[test]
 fn supervisor_killed_then_resumed() {
     let _g = serial();
     let want = reference_image();
-    let name = run_name("chresume");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let args = [
-        "run",
-        "--name",
-        &name,
-        "--size",
-        SIZE,
-        "--seed",
-        SEED,
-        "--rate",
-        "2000",
-        "--quiet",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ];
-    let mut bg = spawn(&args);
+    let sc = Scene::new("chresume");
+    let mut bg = sc.spawn(&COMBINED);
     assert!(
-        wait_roles(&name, 4, Duration::from_secs(60)),
+        wait_roles(&sc.name, 4, Duration::from_secs(60)),
         "{}",
         bg.log()
     );
     std::thread::sleep(Duration::from_millis(200));
-    let roles: Vec<u32> = live_roles(&name).iter().map(|(_, p)| *p).collect();
+    let roles: Vec<u32> = live_roles(&sc.name).iter().map(|(_, p)| *p).collect();
     signal(bg.pid(), libc::SIGKILL);
     let _ = bg.child.wait();
     let killed = Instant::now();
@@ -150,25 +104,12 @@ fn supervisor_killed_then_resumed() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // The segments outlive everything; status says the supervisor is dead.
-    assert!(!segments_of(&name).is_empty());
-    let st = forkring(&["status", &name, "--json"]);
+    assert!(!segments_of(&sc.name).is_empty());
+    let st = forkring(&["status", &sc.name, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["supervisor"]["alive"], false, "{v}");
     // Different settings are refused, naming the difference.
-    let o = forkring(&[
-        "run",
-        "--name",
-        &name,
-        "--size",
-        "512",
-        "--seed",
-        SEED,
-        "--rate",
-        "2000",
-        "--quiet",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let o = sc.run(&["--size", "512", "--seed", "99", "--rate", "2000"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("--size: recorded 1024x1024, requested 512x512"),
@@ -176,16 +117,16 @@ fn supervisor_killed_then_resumed() {
         text(&o)
     );
     assert!(
-        text(&o).contains(&format!("forkring clean {name}")),
+        text(&o).contains(&format!("forkring clean {}", sc.name)),
         "{}",
         text(&o)
     );
     // The same command resumes and finishes with the fault-free result.
-    let o = forkring(&args);
+    let o = sc.run(&COMBINED);
     assert!(o.status.success(), "{}", text(&o));
-    let s = check_result(dir.path(), &want);
+    let s = check_result(&sc, &want);
     assert_eq!(s["resumes"], 1, "{s}");
-    assert!(segments_of(&name).is_empty());
+    assert!(segments_of(&sc.name).is_empty());
 }
 
 #[test]
@@ -193,33 +134,20 @@ fn sigterm_at_a_random_moment() {
     let _g = serial();
     let mut rng = Lcg(0xde1a);
     for round in 0..3 {
-        let name = run_name(&format!("chterm{round}"));
-        let _c = Cleanup(name.clone());
-        let dir = tempdir();
-        let mut bg = spawn(&[
-            "run",
-            "--name",
-            &name,
-            "--size",
-            SIZE,
-            "--seed",
-            SEED,
-            "--quiet",
-            "--stop-timeout",
-            "2",
-            "--out",
-            dir.path().to_str().unwrap(),
-        ]);
+        let sc = Scene::new(&format!("chterm{round}"));
+        let mut args = COMBINED[..4].to_vec();
+        args.extend(["--stop-timeout", "2"]);
+        let mut bg = sc.spawn(&args);
         // A random moment of the run's life: from its creation (the
         // control segment exists) to well after the image is done.
-        let control = format!("/dev/shm/forkring.{name}.control");
+        let control = format!("/dev/shm/forkring.{}.control", sc.name);
         let start = Instant::now();
         while !std::path::Path::new(&control).exists() && !bg.exited() {
             assert!(start.elapsed() < Duration::from_secs(30), "{}", bg.log());
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_millis(rng.below(800)));
-        let roles: Vec<u32> = live_roles(&name).iter().map(|(_, p)| *p).collect();
+        let roles: Vec<u32> = live_roles(&sc.name).iter().map(|(_, p)| *p).collect();
         let sent = Instant::now();
         signal(bg.pid(), libc::SIGTERM);
         let (status, log) = bg.wait(Duration::from_secs(60));
@@ -235,18 +163,17 @@ fn sigterm_at_a_random_moment() {
             assert!(!alive(p), "role {p} survived");
         }
         assert!(
-            segments_of(&name).is_empty(),
+            segments_of(&sc.name).is_empty(),
             "round {round}: {:?}",
-            segments_of(&name)
+            segments_of(&sc.name)
         );
-        let s = summary(dir.path());
+        let s = sc.summary();
         // SIGTERM may land before roles start or after the image is done.
         assert!(
             s["stopped_by"] == "SIGTERM" || s["stopped_by"].is_null(),
             "{s}"
         );
-        assert!(dir.path().join("history.bin").exists() && dir.path().join("image.png").exists());
-        let v = forkring(&["verify", dir.path().to_str().unwrap()]);
+        let v = forkring(&["verify", sc.out()]);
         assert!(v.status.success(), "{}", text(&v));
         let st = &s["stream"];
         assert_eq!(
@@ -259,38 +186,27 @@ fn sigterm_at_a_random_moment() {
 #[test]
 fn crash_loop_trips_the_restart_limit() {
     let _g = serial();
-    let name = run_name("chloop");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let bg = spawn(&[
-        "run",
+    let sc = Scene::new("chloop");
+    let bg = sc.spawn(&[
         "--jobs",
         "stream",
-        "--name",
-        &name,
         "--max-restarts",
         "3",
         "--restart-window",
         "10",
-        "--out",
-        dir.path().to_str().unwrap(),
     ]);
     assert!(
-        wait_roles(&name, 2, Duration::from_secs(60)),
+        wait_roles(&sc.name, 2, Duration::from_secs(60)),
         "{}",
         bg.log()
     );
     // Corrupt the ring's capacity field (first word of the body, after the
     // 128-byte header): every new producer fails to attach and exits 1.
-    let ring = format!("/dev/shm/forkring.{name}.ring");
+    let ring = format!("/dev/shm/forkring.{}.ring", sc.name);
     let mut bytes = std::fs::read(&ring).unwrap();
     bytes[128..132].copy_from_slice(&3u32.to_le_bytes());
     std::fs::write(&ring, &bytes).unwrap();
-    let producer = live_roles(&name)
-        .into_iter()
-        .find(|(r, _)| *r == Role::Producer)
-        .unwrap()
-        .1;
+    let producer = role_pid(&sc.name, Role::Producer);
     signal(producer, libc::SIGKILL);
     let (status, log) = bg.wait(Duration::from_secs(120));
     assert_eq!(status.code(), Some(3), "{log}");
@@ -301,12 +217,12 @@ fn crash_loop_trips_the_restart_limit() {
         "the role's own error names the field: {log}"
     );
     // The segments are kept for inspection or resume; status shows why.
-    let st = forkring(&["status", &name, "--json"]);
+    let st = forkring(&["status", &sc.name, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["phase"], "failed", "{v}");
-    let o = forkring(&["clean", &name]);
+    let o = forkring(&["clean", &sc.name]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(segments_of(&name).is_empty());
+    assert!(segments_of(&sc.name).is_empty());
 }
 
 #[test]
@@ -357,17 +273,13 @@ fn dev_shm_too_small() {
 fn foreign_and_garbage_segments_are_refused() {
     use std::os::unix::fs::PermissionsExt;
     let _g = serial();
-    let dir = tempdir();
-    let out = dir.path().to_str().unwrap();
-    let name = run_name("chforeign");
-    let _c = Cleanup(name.clone());
-    let control = format!("/dev/shm/forkring.{name}.control");
+    let sc = Scene::new("chforeign");
+    let tiny = ["--size", "64"];
+    let control = format!("/dev/shm/forkring.{}.control", sc.name);
     // Mode 0644: someone else made it, or made it readable for others.
     std::fs::write(&control, vec![0u8; 4096]).unwrap();
     std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let o = forkring(&[
-        "run", "--name", &name, "--size", "64", "--quiet", "--out", out,
-    ]);
+    let o = sc.run(&tiny);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("mode 0644, expected 0600"),
@@ -378,9 +290,7 @@ fn foreign_and_garbage_segments_are_refused() {
     std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o600)).unwrap();
     if nix::unistd::geteuid().is_root() {
         std::os::unix::fs::chown(&control, Some(4242), None).unwrap();
-        let o = forkring(&[
-            "run", "--name", &name, "--size", "64", "--quiet", "--out", out,
-        ]);
+        let o = sc.run(&tiny);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert!(text(&o).contains("owned by uid 4242"), "{}", text(&o));
         std::os::unix::fs::chown(&control, Some(0), None).unwrap();
@@ -390,48 +300,42 @@ fn foreign_and_garbage_segments_are_refused() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     std::fs::write(&control, &garbage).unwrap();
-    let o = forkring(&[
-        "run", "--name", &name, "--size", "64", "--quiet", "--out", out,
-    ]);
+    let o = sc.run(&tiny);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("magic"), "{}", text(&o));
-    let o = forkring(&["status", &name]);
+    let o = forkring(&["status", &sc.name]);
     assert!(
         o.status.success(),
         "status must report, not crash: {}",
         text(&o)
     );
     assert!(text(&o).contains("unreadable"), "{}", text(&o));
-    let o = forkring(&["clean", &name]);
+    let o = forkring(&["clean", &sc.name]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(segments_of(&name).is_empty());
+    assert!(segments_of(&sc.name).is_empty());
     // Garbage in a job segment of a resumable run: the resume is refused
     // with the segment and field named, and nothing crashes.
-    let name2 = run_name("chgarbage");
-    let _c2 = Cleanup(name2.clone());
-    let args = [
-        "run", "--jobs", "image", "--name", &name2, "--size", "512", "--seed", "1", "--quiet",
-        "--out", out,
-    ];
-    let mut bg = spawn(&args);
+    let sc2 = Scene::new("chgarbage");
+    let args = ["--jobs", "image", "--size", "512", "--seed", "1"];
+    let mut bg = sc2.spawn(&args);
     assert!(
-        wait_roles(&name2, 2, Duration::from_secs(60)),
+        wait_roles(&sc2.name, 2, Duration::from_secs(60)),
         "{}",
         bg.log()
     );
     signal(bg.pid(), libc::SIGKILL);
     let _ = bg.child.wait();
     std::thread::sleep(Duration::from_millis(100));
-    let img = format!("/dev/shm/forkring.{name2}.image");
+    let img = format!("/dev/shm/forkring.{}.image", sc2.name);
     let mut bytes = std::fs::read(&img).unwrap();
     for b in &mut bytes[128..] {
         *b = 0xa5;
     }
     std::fs::write(&img, &bytes).unwrap();
-    let o = forkring(&args);
+    let o = sc2.run(&args);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
-        text(&o).contains(&format!("forkring.{name2}.image")),
+        text(&o).contains(&format!("forkring.{}.image", sc2.name)),
         "{}",
         text(&o)
     );

@@ -19,6 +19,7 @@ use forkring::stream::generate::Generator;
 use forkring::stream::layout::StreamSegments;
 use forkring::stream::producer::write_slot;
 use forkring::supervisor::control::{Control, Phase};
+use forkring::supervisor::role::Role;
 
 fn stream_settings() -> StreamSettings {
     StreamSettings {
@@ -36,27 +37,39 @@ fn stream_settings() -> StreamSettings {
     }
 }
 
+/// A run with these jobs made through the library, as the supervisor
+/// makes one (no process attached).
+fn make_run(
+    sc: &Scene,
+    image: Option<&ImageSettings>,
+    stream: Option<&StreamSettings>,
+) -> (RunName, Control) {
+    let run = RunName::new(&sc.name).unwrap();
+    let settings = RunSettings {
+        out: sc.dir.path().to_path_buf(),
+        image: image.cloned(),
+        stream: stream.cloned(),
+    };
+    (run.clone(), Control::create(&run, &settings).unwrap())
+}
+
+fn handoff(sc: &Scene) -> std::process::Output {
+    forkring(&["handoff", "--run", &sc.name])
+}
+
 /// The producer committed its second chunk but was killed before
 /// publishing the ring head; nobody restarted it. The handoff must publish
 /// and count those vectors, not invent them.
 #[test]
 fn stream_handoff_publishes_committed_slots() {
-    let name = run_name("rec-stream");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let run = RunName::new(&name).unwrap();
+    let sc = Scene::new("rec-stream");
     let s = stream_settings();
-    let settings = RunSettings {
-        out: dir.path().to_path_buf(),
-        image: None,
-        stream: Some(s.clone()),
-    };
-    let control = Control::create(&run, &settings).unwrap();
+    let (run, control) = make_run(&sc, None, Some(&s));
     let segs = StreamSegments::create(&run, &s).unwrap();
-    let sc = segs.control().unwrap();
+    let ctl = segs.control().unwrap();
     let g = Generator::new(&s);
     let mut ring = RingProducer::attach(segs.ring_view().unwrap()).unwrap();
-    let (_, mut rec) = sc.producer.load();
+    let (_, mut rec) = ctl.producer.load();
     for chunk in 0..2 {
         assert!(ring.free(20).unwrap() >= 20);
         for k in 0..20 {
@@ -64,7 +77,7 @@ fn stream_handoff_publishes_committed_slots() {
             rec.next_seq += 1;
         }
         rec.head = rec.head.wrapping_add(20);
-        sc.producer.commit(rec);
+        ctl.producer.commit(rec);
         if chunk == 0 {
             ring.publish(20);
         } // chunk 1: killed here, after the commit, before the publication
@@ -73,9 +86,9 @@ fn stream_handoff_publishes_committed_slots() {
     let _ = ring;
     drop(segs);
     drop(control);
-    let o = forkring(&["handoff", "--run", &name]);
+    let o = handoff(&sc);
     assert!(o.status.success(), "{}", text(&o));
-    let st = summary(dir.path())["stream"].clone();
+    let st = sc.summary()["stream"].clone();
     assert_eq!(st["produced"], 40, "{st}");
     assert_eq!(st["received"], 40, "committed vectors were dropped: {st}");
     assert_eq!(st["extrapolated"], 0, "{st}");
@@ -86,21 +99,13 @@ fn stream_handoff_publishes_committed_slots() {
 /// The handoff must complete that step so image.png and history.bin agree.
 #[test]
 fn image_handoff_completes_a_half_done_step() {
-    let name = run_name("rec-image");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let run = RunName::new(&name).unwrap();
+    let sc = Scene::new("rec-image");
     let img = ImageSettings {
         width: 8,
         height: 6,
         seed: 5,
     };
-    let settings = RunSettings {
-        out: dir.path().to_path_buf(),
-        image: Some(img.clone()),
-        stream: None,
-    };
-    let control = Control::create(&run, &settings).unwrap();
+    let (run, control) = make_run(&sc, Some(&img), None);
     let segs = ImageSegments::create(&run, &img).unwrap();
     let v = segs.view().unwrap();
     let st = Stepper::new(v);
@@ -114,11 +119,11 @@ fn image_handoff_completes_a_half_done_step() {
     st.apply(&r);
     drop(segs);
     drop(control);
-    let o = forkring(&["handoff", "--run", &name]);
+    let o = handoff(&sc);
     assert!(o.status.success(), "{}", text(&o));
-    let v = forkring(&["verify", dir.path().to_str().unwrap()]);
+    let v = forkring(&["verify", sc.out()]);
     assert!(v.status.success(), "{}", text(&v));
-    assert_eq!(summary(dir.path())["image"]["iterations"], 11);
+    assert_eq!(sc.summary()["image"]["iterations"], 11);
 }
 
 /// A run that gave up (restart limit) is resumed by the same command and
@@ -126,15 +131,10 @@ fn image_handoff_completes_a_half_done_step() {
 #[test]
 fn a_run_that_gave_up_resumes_to_completion() {
     let _g = serial();
-    let name = run_name("rec-giveup");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
+    let sc = Scene::new("rec-giveup");
     let args = [
-        "run",
         "--jobs",
         "stream",
-        "--name",
-        &name,
         "--rate",
         "4000",
         "--count",
@@ -143,28 +143,21 @@ fn a_run_that_gave_up_resumes_to_completion() {
         "1",
         "--max-restarts",
         "0",
-        "--quiet",
-        "--out",
-        dir.path().to_str().unwrap(),
     ];
-    let bg = spawn(&args);
+    let bg = sc.spawn(&args);
     assert!(
-        wait_roles(&name, 2, Duration::from_secs(60)),
+        wait_roles(&sc.name, 2, Duration::from_secs(60)),
         "{}",
         bg.log()
     );
     std::thread::sleep(Duration::from_millis(300));
-    let producer = live_roles(&name)
-        .into_iter()
-        .find(|(r, _)| *r == forkring::supervisor::role::Role::Producer)
-        .unwrap()
-        .1;
+    let producer = role_pid(&sc.name, Role::Producer);
     signal(producer, libc::SIGKILL);
     let (status, log) = bg.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(3), "{log}");
-    let o = forkring(&args);
+    let o = sc.run(&args);
     assert!(o.status.success(), "{}", text(&o));
-    let st = summary(dir.path())["stream"].clone();
+    let st = sc.summary()["stream"].clone();
     assert_eq!(st["produced"], 8000, "{st}");
     assert_eq!(st["received"], 8000, "{st}");
 }
@@ -174,70 +167,48 @@ fn a_run_that_gave_up_resumes_to_completion() {
 #[test]
 fn a_failed_handoff_can_be_retried() {
     let _g = serial();
-    let name = run_name("rec-retry");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    std::fs::create_dir(dir.path().join("summary.json")).unwrap();
-    let o = forkring(&[
-        "run",
-        "--jobs",
-        "stream",
-        "--name",
-        &name,
-        "--rate",
-        "max",
-        "--count",
-        "5000",
-        "--seed",
-        "1",
-        "--quiet",
-        "--out",
-        dir.path().to_str().unwrap(),
+    let sc = Scene::new("rec-retry");
+    let blocker = sc.dir.path().join("summary.json");
+    std::fs::create_dir(&blocker).unwrap();
+    let o = sc.run(&[
+        "--jobs", "stream", "--rate", "max", "--count", "5000", "--seed", "1",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
-        text(&o).contains(&format!("forkring handoff --run {name}")),
+        text(&o).contains(&format!("forkring handoff --run {}", sc.name)),
         "{}",
         text(&o)
     );
-    std::fs::remove_dir(dir.path().join("summary.json")).unwrap();
-    let o = forkring(&["handoff", "--run", &name]);
+    std::fs::remove_dir(&blocker).unwrap();
+    let o = handoff(&sc);
     assert!(o.status.success(), "{}", text(&o));
-    let st = summary(dir.path())["stream"].clone();
+    let st = sc.summary()["stream"].clone();
     assert_eq!(st["received"], 5000, "{st}");
-    let lines = std::fs::read_to_string(dir.path().join("stream.jsonl"))
+    let lines = std::fs::read_to_string(sc.dir.path().join("stream.jsonl"))
         .unwrap()
         .lines()
         .count();
     assert_eq!(lines, 50);
-    assert!(!dir.path().join(".stream.partial").exists());
-    assert!(segments_of(&name).is_empty());
+    assert!(!sc.dir.path().join(".stream.partial").exists());
+    assert!(segments_of(&sc.name).is_empty());
 }
 
 /// A corrupt sequence count in shared memory gives a clear error at once,
 /// not an endless gap fill.
 #[test]
 fn a_corrupt_sequence_count_is_refused() {
-    let name = run_name("rec-corrupt");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let run = RunName::new(&name).unwrap();
+    let sc = Scene::new("rec-corrupt");
     let s = stream_settings();
-    let settings = RunSettings {
-        out: dir.path().to_path_buf(),
-        image: None,
-        stream: Some(s.clone()),
-    };
-    let control = Control::create(&run, &settings).unwrap();
+    let (run, control) = make_run(&sc, None, Some(&s));
     let segs = StreamSegments::create(&run, &s).unwrap();
-    let sc = segs.control().unwrap();
-    let (_, mut rec) = sc.producer.load();
+    let ctl = segs.control().unwrap();
+    let (_, mut rec) = ctl.producer.load();
     rec.next_seq = 1 << 40; // no slot, no dropout: a gap of 2^40 is impossible
-    sc.producer.commit(rec);
+    ctl.producer.commit(rec);
     drop(segs);
     drop(control);
     let start = std::time::Instant::now();
-    let o = forkring(&["handoff", "--run", &name]);
+    let o = handoff(&sc);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("dropouts"), "{}", text(&o));
     assert!(
@@ -251,10 +222,7 @@ fn a_corrupt_sequence_count_is_refused() {
 /// the next `run` of that name removes every leftover and runs afresh.
 #[test]
 fn leftovers_of_a_handed_off_run_are_removed() {
-    let name = run_name("rec-left");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let run = RunName::new(&name).unwrap();
+    let sc = Scene::new("rec-left");
     let img = ImageSettings {
         width: 4,
         height: 4,
@@ -262,12 +230,7 @@ fn leftovers_of_a_handed_off_run_are_removed() {
     };
     let mut s = stream_settings();
     s.seed = 9; // other settings than the new run: they no longer matter
-    let settings = RunSettings {
-        out: dir.path().to_path_buf(),
-        image: Some(img.clone()),
-        stream: Some(s.clone()),
-    };
-    let control = Control::create(&run, &settings).unwrap();
+    let (run, control) = make_run(&sc, Some(&img), Some(&s));
     drop(ImageSegments::create(&run, &img).unwrap());
     drop(StreamSegments::create(&run, &s).unwrap());
     control.set_phase(Phase::HandedOff);
@@ -278,12 +241,9 @@ fn leftovers_of_a_handed_off_run_are_removed() {
     // A different run under the same name (stream only: in a combined run
     // the stream ends as soon as the image is complete, which for a tiny
     // image can be before the producer's first vector).
-    let args = [
-        "run",
+    let o = sc.run(&[
         "--jobs",
         "stream",
-        "--name",
-        &name,
         "--seed",
         "1",
         "--count",
@@ -298,21 +258,16 @@ fn leftovers_of_a_handed_off_run_are_removed() {
         "64",
         "--rate",
         "max",
-        "--quiet",
-        "--out",
-    ];
-    let mut args: Vec<&str> = args.to_vec();
-    args.push(dir.path().to_str().unwrap());
-    let o = forkring(&args);
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("removed the leftovers"), "{}", text(&o));
-    let sm = summary(dir.path());
+    let sm = sc.summary();
     assert_eq!(sm["jobs"], serde_json::json!(["stream"]), "{sm}");
     assert_eq!(sm["stream"]["produced"], 40, "{sm}");
     assert!(
-        segments_of(&name).is_empty(),
+        segments_of(&sc.name).is_empty(),
         "left: {:?}",
-        segments_of(&name)
+        segments_of(&sc.name)
     );
     let _ = Control::open(&run, Access::ReadOnly).unwrap_err();
 }

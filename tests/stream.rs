@@ -8,19 +8,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn run_stream(name: &str, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "run",
-        "--jobs",
-        "stream",
-        "--name",
-        name,
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+fn run_stream(sc: &Scene, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--jobs", "stream"];
     args.extend_from_slice(extra);
-    forkring(&args)
+    sc.run(&args)
 }
 
 fn jsonl(dir: &std::path::Path) -> Vec<Value> {
@@ -80,13 +71,10 @@ fn parse_text(dir: &std::path::Path) -> (Vec<Row>, Vec<Table>) {
 #[test]
 fn noise_dropouts_are_detected_exactly() {
     let _g = serial();
-    let name = run_name("noise");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
+    let sc = Scene::new("noise");
     // 6000 vectors at 2000/s: about 3 s, with a dropout every 0.2-0.3 s.
     let o = run_stream(
-        &name,
-        dir.path(),
+        &sc,
         &[
             "--rate",
             "2000",
@@ -102,7 +90,7 @@ fn noise_dropouts_are_detected_exactly() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let s = summary(dir.path())["stream"].clone();
+    let s = sc.summary()["stream"].clone();
     let (produced, received, dropped) = (
         s["produced"].as_u64().unwrap(),
         s["received"].as_u64().unwrap(),
@@ -126,7 +114,7 @@ fn noise_dropouts_are_detected_exactly() {
         "{events} dropout events in ~3 s: {s}"
     );
     // The per-batch records add up to the same figures.
-    let lines = jsonl(dir.path());
+    let lines = jsonl(sc.dir.path());
     assert_eq!(lines.len() as u64, s["batches"].as_u64().unwrap());
     let rx: u64 = lines.iter().map(|l| l["received"].as_u64().unwrap()).sum();
     let ex: u64 = lines
@@ -135,18 +123,15 @@ fn noise_dropouts_are_detected_exactly() {
         .sum();
     assert_eq!((rx, ex), (received, dropped));
     assert_eq!(lines.last().unwrap()["last_seq"], 5999);
-    assert!(segments_of(&name).is_empty());
+    assert!(segments_of(&sc.name).is_empty());
 }
 
 #[test]
 fn gaps_are_interpolated_and_batch_statistics_are_exact() {
     let _g = serial();
-    let name = run_name("interp");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
+    let sc = Scene::new("interp");
     let o = run_stream(
-        &name,
-        dir.path(),
+        &sc,
         &[
             "--rate",
             "4000",
@@ -168,7 +153,7 @@ fn gaps_are_interpolated_and_batch_statistics_are_exact() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let (rows, tables) = parse_text(dir.path());
+    let (rows, tables) = parse_text(sc.dir.path());
     assert_eq!(rows.len(), 2000);
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.0, i as u64, "rows are in sequence order");
@@ -231,18 +216,10 @@ fn gaps_are_interpolated_and_batch_statistics_are_exact() {
 #[test]
 fn sigkill_of_producer_and_consumer_loses_nothing() {
     let _g = serial();
-    let count = "400000";
-    let reference = tempdir();
-    {
-        let name = run_name("skref");
-        let _c = Cleanup(name.clone());
-        let o = run_stream(
-            &name,
-            reference.path(),
-            &["--rate", "max", "--count", count, "--seed", "5"],
-        );
-        assert!(o.status.success(), "{}", text(&o));
-    }
+    let args = ["--rate", "max", "--count", "400000", "--seed", "5"];
+    let reference = Scene::new("skref");
+    let o = run_stream(&reference, &args);
+    assert!(o.status.success(), "{}", text(&o));
     let strip = |v: &Vec<Value>| -> Vec<Value> {
         v.iter()
             .map(|l| {
@@ -254,7 +231,7 @@ fn sigkill_of_producer_and_consumer_loses_nothing() {
             })
             .collect()
     };
-    let want = strip(&jsonl(reference.path()));
+    let want = strip(&jsonl(reference.dir.path()));
 
     let mut rng = Lcg(77);
     let mut kills = 0;
@@ -262,33 +239,16 @@ fn sigkill_of_producer_and_consumer_loses_nothing() {
     while kills < 20 {
         attempt += 1;
         assert!(attempt <= 20, "could not land 20 kills in 20 runs");
-        let name = run_name(&format!("sk{attempt}"));
-        let _c = Cleanup(name.clone());
-        let dir = tempdir();
-        let mut bg = spawn(&[
-            "run",
-            "--jobs",
-            "stream",
-            "--name",
-            &name,
-            "--rate",
-            "max",
-            "--count",
-            count,
-            "--seed",
-            "5",
-            "--quiet",
-            "--max-restarts",
-            "1000",
-            "--out",
-            dir.path().to_str().unwrap(),
-        ]);
-        kills += kill_random_roles(&mut bg, &name, &mut rng, 40_000, 20 - kills)
+        let sc = Scene::new(&format!("sk{attempt}"));
+        let mut run_args = vec!["--jobs", "stream", "--max-restarts", "1000"];
+        run_args.extend_from_slice(&args);
+        let mut bg = sc.spawn(&run_args);
+        kills += kill_random_roles(&mut bg, &sc.name, &mut rng, 40_000, 20 - kills)
             .values()
             .sum::<usize>();
         let (status, log) = bg.wait(Duration::from_secs(300));
         assert!(status.success(), "{log}");
-        let s = summary(dir.path())["stream"].clone();
+        let s = sc.summary()["stream"].clone();
         assert_eq!(s["produced"].as_u64(), Some(400_000), "{s}");
         assert_eq!(s["received"].as_u64(), Some(400_000), "{s}");
         assert_eq!(s["dropped"], 0);
@@ -299,18 +259,17 @@ fn sigkill_of_producer_and_consumer_loses_nothing() {
         assert_eq!(s["duplicates"], 0, "{s}");
         assert_eq!(s["conservation_ok"], true);
         assert_eq!(
-            strip(&jsonl(dir.path())),
+            strip(&jsonl(sc.dir.path())),
             want,
             "batch records differ from the uninterrupted run"
         );
-        assert!(segments_of(&name).is_empty());
+        assert!(segments_of(&sc.name).is_empty());
     }
 }
 
 #[test]
 fn bad_stream_input_is_refused_and_leaves_nothing() {
-    let name = run_name("badstream");
-    let dir = tempdir();
+    let sc = Scene::new("badstream");
     for (args, needle) in [
         (vec!["--dim", "0"], "--dim"),
         (vec!["--rate", "0"], "rate 0"),
@@ -323,12 +282,12 @@ fn bad_stream_input_is_refused_and_leaves_nothing() {
         (vec!["--ring-slots", "1000"], "power of two"),
         (vec!["--noise-low", "1"], "only apply with --noise"),
     ] {
-        let o = run_stream(&name, dir.path(), &args);
+        let o = run_stream(&sc, &args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
-        assert!(segments_of(&name).is_empty(), "{args:?} left segments");
+        assert!(segments_of(&sc.name).is_empty(), "{args:?} left segments");
     }
-    let o = forkring(&["run", "--jobs", "image", "--dim", "4", "--name", &name]);
+    let o = sc.run(&["--jobs", "image", "--dim", "4"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("stream job is not in --jobs"));
 }
@@ -336,42 +295,23 @@ fn bad_stream_input_is_refused_and_leaves_nothing() {
 #[test]
 fn roles_by_hand_are_checked_against_the_run() {
     let _g = serial();
-    let name = run_name("byhand");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let bg = spawn(&[
-        "run",
-        "--jobs",
-        "stream",
-        "--name",
-        &name,
-        "--quiet",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let sc = Scene::new("byhand");
+    let bg = sc.spawn(&["--jobs", "stream"]);
     assert!(
-        wait_roles(&name, 2, Duration::from_secs(60)),
+        wait_roles(&sc.name, 2, Duration::from_secs(60)),
         "roles did not start: {}",
         bg.log()
     );
     // A second producer would break the single-producer ring: refused.
-    let o = forkring(&["producer", "--run", &name]);
+    let o = forkring(&["producer", "--run", &sc.name]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("already running"), "{}", text(&o));
     // Options that disagree with the run: refused as a usage error.
-    let o = forkring(&["consumer", "--run", &name, "--batch", "7"]);
+    let o = forkring(&["consumer", "--run", &sc.name, "--batch", "7"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("differs from run"), "{}", text(&o));
     // A second supervisor for the same name: refused, naming the live one.
-    let o = forkring(&[
-        "run",
-        "--jobs",
-        "stream",
-        "--name",
-        &name,
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let o = sc.run(&["--jobs", "stream"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("supervisor pid {}", bg.pid())),
@@ -381,12 +321,12 @@ fn roles_by_hand_are_checked_against_the_run() {
     signal(bg.pid(), libc::SIGTERM);
     let (status, log) = bg.wait(Duration::from_secs(60));
     assert!(status.success(), "{log}");
-    let s = summary(dir.path());
+    let s = sc.summary();
     assert_eq!(s["stopped_by"], "SIGTERM");
     let st = &s["stream"];
     assert_eq!(
         st["produced"].as_u64(),
         Some(st["received"].as_u64().unwrap() + st["dropped"].as_u64().unwrap())
     );
-    assert!(segments_of(&name).is_empty());
+    assert!(segments_of(&sc.name).is_empty());
 }

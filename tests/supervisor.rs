@@ -1,5 +1,5 @@
-//! Supervisor behaviour through the real binary: restarts, the restart
-//! limit, graceful stop, status and clean.
+//! Supervisor behaviour through the real binary: restarts, graceful stop,
+//! status, clean and handoff. (The restart limit is in `chaos.rs`.)
 
 mod common;
 
@@ -11,82 +11,46 @@ use forkring::supervisor::role::Role;
 #[test]
 fn killed_role_is_restarted_and_the_run_completes() {
     let _g = serial();
-    let name = run_name("restart");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let bg = spawn(&[
-        "run",
-        "--jobs",
-        "image",
-        "--name",
-        &name,
-        "--size",
-        "1024",
-        "--seed",
-        "2",
-        "--quiet",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let sc = Scene::new("restart");
+    let bg = sc.spawn(&["--jobs", "image", "--size", "1024", "--seed", "2"]);
     assert!(
-        wait_roles(&name, 2, Duration::from_secs(60)),
+        wait_roles(&sc.name, 2, Duration::from_secs(60)),
         "{}",
         bg.log()
     );
-    let ping = live_roles(&name)
-        .into_iter()
-        .find(|(r, _)| *r == Role::Ping)
-        .unwrap()
-        .1;
+    let ping = role_pid(&sc.name, Role::Ping);
     signal(ping, libc::SIGKILL);
     let (status, log) = bg.wait(Duration::from_secs(300));
     assert!(status.success(), "{log}");
-    let s = summary(dir.path());
+    let s = sc.summary();
     assert!(s["restarts"]["ping"].as_u64().unwrap() >= 1, "{s}");
     assert_eq!(s["image"]["complete"], true);
-    assert!(
-        forkring(&["verify", dir.path().to_str().unwrap()])
-            .status
-            .success()
-    );
+    assert!(forkring(&["verify", sc.out()]).status.success());
 }
 
 #[test]
 fn sigterm_stops_everything_and_hands_off() {
     let _g = serial();
-    let name = run_name("term");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let bg = spawn(&[
-        "run",
-        "--name",
-        &name,
-        "--size",
-        "2048",
-        "--seed",
-        "4",
-        "--quiet",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let sc = Scene::new("term");
+    let bg = sc.spawn(&["--size", "2048", "--seed", "4"]);
     assert!(
-        wait_roles(&name, 4, Duration::from_secs(60)),
+        wait_roles(&sc.name, 4, Duration::from_secs(60)),
         "{}",
         bg.log()
     );
     std::thread::sleep(Duration::from_millis(300));
-    let pids: Vec<u32> = live_roles(&name).iter().map(|(_, p)| *p).collect();
+    let pids: Vec<u32> = live_roles(&sc.name).iter().map(|(_, p)| *p).collect();
     assert_eq!(pids.len(), 4);
     // Status sees the live run.
-    let st = forkring(&["status", &name, "--json"]);
+    let st = forkring(&["status", &sc.name, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(v["supervisor"]["alive"], true, "{v}");
     assert_eq!(v["roles"].as_array().unwrap().len(), 4);
     // Clean never touches a live run.
-    let o = forkring(&["clean", &name]);
+    let o = forkring(&["clean", &sc.name]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("live"));
-    assert!(!segments_of(&name).is_empty());
+    assert!(!segments_of(&sc.name).is_empty());
 
     signal(bg.pid(), libc::SIGTERM);
     let (status, log) = bg.wait(Duration::from_secs(120));
@@ -94,16 +58,20 @@ fn sigterm_stops_everything_and_hands_off() {
     for p in pids {
         assert!(!alive(p), "role {p} survived the stop");
     }
-    assert!(segments_of(&name).is_empty(), "{:?}", segments_of(&name));
-    let s = summary(dir.path());
+    assert!(
+        segments_of(&sc.name).is_empty(),
+        "{:?}",
+        segments_of(&sc.name)
+    );
+    let s = sc.summary();
     assert_eq!(s["stopped_by"], "SIGTERM");
     assert_eq!(s["image"]["complete"], false);
     assert!(s["image"]["iterations"].as_u64().unwrap() > 0);
     // The partial image is consistent with its history.
-    let v = forkring(&["verify", dir.path().to_str().unwrap()]);
+    let v = forkring(&["verify", sc.out()]);
     assert!(v.status.success(), "{}", text(&v));
     assert!(text(&v).contains("partial image"));
-    assert!(dir.path().join("stream.jsonl").exists());
+    assert!(sc.dir.path().join("stream.jsonl").exists());
 }
 
 #[test]
@@ -123,25 +91,10 @@ fn status_and_clean_with_nothing_there() {
 #[test]
 fn handoff_writes_a_dead_runs_results_elsewhere() {
     let _g = serial();
-    let name = run_name("handoff");
-    let _c = Cleanup(name.clone());
-    let dir = tempdir();
-    let mut bg = spawn(&[
-        "run",
-        "--name",
-        &name,
-        "--size",
-        "1024",
-        "--seed",
-        "8",
-        "--rate",
-        "2000",
-        "--quiet",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let sc = Scene::new("handoff");
+    let mut bg = sc.spawn(&["--size", "1024", "--seed", "8", "--rate", "2000"]);
     assert!(
-        wait_roles(&name, 4, Duration::from_secs(60)),
+        wait_roles(&sc.name, 4, Duration::from_secs(60)),
         "{}",
         bg.log()
     );
@@ -150,7 +103,7 @@ fn handoff_writes_a_dead_runs_results_elsewhere() {
     let _ = bg.child.wait();
     // The roles die with the supervisor; wait until their locks are gone.
     let start = std::time::Instant::now();
-    while !live_roles(&name).is_empty() {
+    while !live_roles(&sc.name).is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "roles outlived the supervisor"
@@ -161,7 +114,7 @@ fn handoff_writes_a_dead_runs_results_elsewhere() {
     let o = forkring(&[
         "handoff",
         "--run",
-        &name,
+        &sc.name,
         "--out",
         elsewhere.path().to_str().unwrap(),
     ]);
@@ -183,9 +136,9 @@ fn handoff_writes_a_dead_runs_results_elsewhere() {
     );
     let v = forkring(&["verify", elsewhere.path().to_str().unwrap()]);
     assert!(v.status.success(), "{}", text(&v));
-    assert!(segments_of(&name).is_empty());
+    assert!(segments_of(&sc.name).is_empty());
     assert!(
-        !dir.path().join(".stream.partial").exists(),
+        !sc.dir.path().join(".stream.partial").exists(),
         "working file left behind"
     );
 }

@@ -235,3 +235,56 @@ pub fn kill_random_roles(
     }
     sent
 }
+
+/// A test's run: a unique name, its output directory, and removal of its
+/// segments when the test ends (passing or not).
+pub struct Scene {
+    /// The run's name.
+    pub name: String,
+    /// Its output directory.
+    pub dir: tempfile::TempDir,
+    _cleanup: Cleanup,
+}
+
+impl Scene {
+    /// A new scene; `tag` makes the run name readable.
+    pub fn new(tag: &str) -> Scene {
+        let name = run_name(tag);
+        Scene {
+            _cleanup: Cleanup(name.clone()),
+            name,
+            dir: tempdir(),
+        }
+    }
+    /// The output directory as a string.
+    pub fn out(&self) -> &str {
+        self.dir.path().to_str().expect("temp paths are UTF-8")
+    }
+    /// `run --name NAME --quiet --out DIR` followed by `extra`.
+    pub fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["run", "--name", &self.name, "--quiet", "--out", self.out()];
+        v.extend_from_slice(extra);
+        v
+    }
+    /// Runs `forkring run ... extra` to completion.
+    pub fn run(&self, extra: &[&str]) -> Output {
+        forkring(&self.args(extra))
+    }
+    /// Starts `forkring run ... extra` in the background.
+    pub fn spawn(&self, extra: &[&str]) -> Bg {
+        spawn(&self.args(extra))
+    }
+    /// DIR/summary.json.
+    pub fn summary(&self) -> serde_json::Value {
+        summary(self.dir.path())
+    }
+}
+
+/// Pid of the live process playing `role` in `run` (panics if none).
+pub fn role_pid(run: &str, role: forkring::supervisor::role::Role) -> u32 {
+    live_roles(run)
+        .into_iter()
+        .find(|(r, _)| *r == role)
+        .unwrap_or_else(|| panic!("no live {role} in run {run}"))
+        .1
+}
