@@ -1,7 +1,7 @@
 //! Criterion benches of forkring's shm primitives.
 //!
-//! - `two processes/turn handoff (spin)`: one-way handoff through a futex
-//!   `Turn` between this process and a peer process (time per handoff).
+//! - `two processes/turn pass (spin)`: one-way pass through a futex
+//!   `Turn` between this process and a peer process (time per pass).
 //! - `two processes/ring message (208 B)`: 208-byte messages through the
 //!   SPSC ring from a peer process to this one, batched and verified as in
 //!   `forkring bench transport` (time per message).
@@ -19,7 +19,6 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use clap::Parser;
 use criterion::{Criterion, Throughput, criterion_group};
 use forkring::bench::Launcher;
 use forkring::bench::transport::{self, MSG_SIZE, Mechanism};
@@ -34,7 +33,7 @@ fn launcher() -> Launcher {
 
 fn measure(mechanism: Mechanism, count: u64, launcher: &Launcher) -> transport::Measurement {
     transport::measure(mechanism, count, launcher)
-        .unwrap_or_else(|f| panic!("{} measurement failed: {}", mechanism.id(), f.message))
+        .unwrap_or_else(|f| panic!("{} measurement failed: {}", mechanism.id(), f))
 }
 
 fn two_processes(c: &mut Criterion) {
@@ -44,9 +43,9 @@ fn two_processes(c: &mut Criterion) {
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(4));
     g.throughput(Throughput::Elements(1));
-    g.bench_function("turn handoff (spin)", |b| {
+    g.bench_function("turn pass (spin)", |b| {
         b.iter_custom(|iters| {
-            let n = transport::even_handoffs(iters);
+            let n = transport::even_passes(iters);
             let m = measure(Mechanism::TurnSpin, n, &launcher);
             m.elapsed.mul_f64(iters as f64 / n as f64)
         })
@@ -66,8 +65,8 @@ fn one_process(c: &mut Criterion) {
     const BATCH: u32 = transport::RING_BATCH;
     let run = forkring::bench::run_name();
     let (_guard, seg) =
-        transport::create_ring(&run).unwrap_or_else(|f| panic!("ring segment: {}", f.message));
-    let view = transport::ring_view(&seg).unwrap_or_else(|f| panic!("ring: {}", f.message));
+        transport::create_ring(&run).unwrap_or_else(|f| panic!("ring segment: {}", f));
+    let view = transport::ring_view(&seg).unwrap_or_else(|f| panic!("ring: {}", f));
     let mut prod = RingProducer::attach(view).expect("producer");
     let mut cons = RingConsumer::attach(view).expect("consumer");
     let mut msg = [0u8; MSG_SIZE];
@@ -83,22 +82,27 @@ fn one_process(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Elements(u64::from(BATCH)));
-    g.bench_function("ring batch of 64 (in place)", |b| {
-        b.iter(|| {
-            assert!(prod.free(BATCH).expect("free") >= BATCH);
-            for j in 0..BATCH {
-                prod.slot_mut(j).copy_from_slice(black_box(&msg));
-            }
-            prod.publish(BATCH);
-            assert!(cons.available(BATCH).expect("available") >= BATCH);
-            let mut sum = 0u8;
-            for j in 0..BATCH {
-                sum = sum.wrapping_add(cons.slot(j)[0]);
-            }
-            cons.release(BATCH);
-            black_box(sum)
-        })
-    });
+    g.bench_function(
+        "ring batch of 64 (copied out, as the stream job reads)",
+        |b| {
+            b.iter(|| {
+                assert!(prod.free(BATCH).expect("free") >= BATCH);
+                for j in 0..BATCH {
+                    prod.slot_mut(j).copy_from_slice(black_box(&msg));
+                }
+                prod.publish(BATCH);
+                assert!(cons.available(BATCH).expect("available") >= BATCH);
+                let mut sum = 0u64;
+                let mut words = [0u64; MSG_SIZE / 8];
+                for j in 0..BATCH {
+                    cons.copy_slot(j, &mut words);
+                    sum = sum.wrapping_add(words[0]);
+                }
+                cons.release(BATCH);
+                black_box(sum)
+            })
+        },
+    );
     g.finish();
 }
 
@@ -107,15 +111,10 @@ criterion_group!(benches, two_processes, one_process);
 fn main() {
     if std::env::var_os(PEER_ENV).is_some() {
         // Re-executed as the peer: the arguments are `bench-peer ...`.
-        let cli = forkring::cli::Cli::parse();
-        if let Err(f) = forkring::cli::dispatch(cli) {
-            eprintln!("forkring: error: {}", f.message);
-            std::process::exit(f.code);
-        }
-        return;
+        forkring::cli::main(forkring::jobs::ALL);
     }
     if let Err(f) = forkring::bench::install_interrupt_handler() {
-        eprintln!("primitives: {}", f.message);
+        eprintln!("primitives: {}", f);
     }
     benches();
     Criterion::default().configure_from_args().final_summary();

@@ -1,16 +1,22 @@
-//! The command line: argument definitions (clap derive) and dispatch.
+//! The command line: argument definitions, dispatch, and the one place
+//! where errors become exit codes and operator hints.
+//!
+//! The fixed subcommands are clap derive types. The registry adds the rest:
+//! each job's options of `run`, one subcommand per role kind (`forkring
+//! <kind> --run NAME --index I`), and each job's own commands.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::error::{CmdResult, Failure};
-use crate::settings::{
-    self, Distribution, ImageSettings, Noise, Rate, RunSettings, StreamFormat, StreamSettings,
+use crate::error::{
+    EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_RESTART_LIMIT, EXIT_USAGE, Error, Failure,
 };
-use crate::shm::RunName;
-use crate::shm::turn::Party;
+use crate::job::{Common, JobError, Registry};
+use crate::settings::RunSettings;
+use crate::shm::{CreateError, RunName, SegmentsError};
+use crate::supervisor::error::RunError;
 use crate::supervisor::policy::RestartPolicy;
 use crate::supervisor::run::RunOptions;
 
@@ -47,23 +53,13 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The fixed subcommands (the registry adds roles and job commands).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start (or resume) a run: create its segments, supervise its roles,
     /// hand the results over to --out.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
-    /// Image role for even iterations (normally started by `run`).
-    Ping(RoleArgs),
-    /// Image role for odd iterations (normally started by `run`).
-    Pong(RoleArgs),
-    /// Stream role that generates vectors into the ring (normally started by
-    /// `run`; options, if given, must match the run's).
-    Producer(ProducerArgs),
-    /// Stream role that analyses the vectors (normally started by `run`;
-    /// options, if given, must match the run's).
-    Consumer(ConsumerArgs),
     /// Show runs in /dev/shm: supervisor, roles, restarts, progress.
     Status(StatusArgs),
     /// Remove the segments of runs whose supervisor is dead.
@@ -71,10 +67,8 @@ pub enum Command {
     /// Write the results of a run whose handoff failed, then remove its
     /// segments.
     Handoff(HandoffArgs),
-    /// Draw the image as it was after N iterations, from a history.bin.
-    Render(RenderArgs),
-    /// Check a result directory: positions and colours unique, image.png
-    /// equal to the replayed history, checksums as in summary.json.
+    /// Check a result directory: every file against the size and SHA-256 in
+    /// summary.json, and each job's files by its own rules.
     Verify(VerifyArgs),
     /// Measure forkring's IPC against the kernel's, between two processes.
     Bench(BenchArgs),
@@ -83,7 +77,7 @@ pub enum Command {
     BenchPeer(crate::bench::peer::PeerArgs),
 }
 
-/// Options of `forkring run`.
+/// Options of `forkring run` shared by every job (each job adds its own).
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Name of the run; its segments are /dev/shm/forkring.NAME.*
@@ -94,38 +88,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// Jobs to run, comma-separated; with both, the stream ends when the
-    /// image is complete [default: image,stream]
+    /// Jobs to run, comma-separated [default: the jobs marked default]
     #[arg(long, value_delimiter = ',', value_name = "JOBS")]
-    pub jobs: Vec<JobKind>,
+    pub jobs: Vec<String>,
 
     /// Seed of every random choice [default: random, recorded in summary.json]
     #[arg(long)]
     pub seed: Option<u64>,
 
-    /// Image size: N (square) or WxH; at most 2^24 pixels [default: 4096]
-    #[arg(long, value_parser = settings::parse_size, help_heading = "Image job")]
-    pub size: Option<(u32, u32)>,
-
-    #[command(flatten)]
-    pub vector: VectorOpts,
-
-    #[command(flatten)]
-    pub producer: ProducerOpts,
-
-    #[command(flatten)]
-    pub consumer: ConsumerOpts,
-
-    /// Ring capacity in slots, a power of two [default: 4096]
-    #[arg(long, value_parser = parse_ring_slots, help_heading = "Stream job")]
-    pub ring_slots: Option<u32>,
-
-    /// Stop the run after this many seconds (results are handed off)
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds, help_heading = "Supervision")]
+    /// Stop the run after this many seconds of work (results are handed off)
+    #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub duration: Option<Duration>,
 
     /// Seconds roles get to finish after a stop request before SIGKILL
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds, help_heading = "Supervision")]
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub stop_timeout: Duration,
 
     /// Give up after more than this many restarts within --restart-window
@@ -133,7 +109,7 @@ pub struct RunArgs {
     pub max_restarts: u32,
 
     /// Window of the restart limit, seconds
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds, help_heading = "Supervision")]
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub restart_window: Duration,
 
     /// No progress output (the final summary line is still printed)
@@ -143,147 +119,6 @@ pub struct RunArgs {
     /// Print the final summary as JSON on stdout (progress goes to stderr)
     #[arg(long)]
     pub json: bool,
-}
-
-/// The jobs a run can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum JobKind {
-    /// ping and pong paint an all-RGB image.
-    Image,
-    /// producer and consumer stream vectors through a ring.
-    Stream,
-}
-
-/// The shape of the stream's vectors (shared by producer and consumer).
-#[derive(Debug, Clone, Default, Args)]
-pub struct VectorOpts {
-    /// Float32 values per vector [default: 50]
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536), help_heading = "Stream job")]
-    pub dim: Option<u32>,
-}
-
-/// Producer options.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ProducerOpts {
-    /// Distribution of the values [default: normal]
-    #[arg(long, value_enum, help_heading = "Stream job")]
-    pub distribution: Option<Distribution>,
-    /// Vectors per second on a drift-free schedule, or `max` [default: 1000]
-    #[arg(long, value_parser = parse_rate, help_heading = "Stream job")]
-    pub rate: Option<Rate>,
-    /// Stop after this many sequence numbers (dropped ones included)
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Stream job")]
-    pub count: Option<u64>,
-    /// Simulate dropouts: drop a vector every X seconds, X uniform in
-    /// [--noise-low, --noise-high]
-    #[arg(long, help_heading = "Stream job")]
-    pub noise: bool,
-    /// Shortest time between dropouts, seconds [default: 2]
-    #[arg(long, value_name = "SECS", value_parser = parse_positive, help_heading = "Stream job")]
-    pub noise_low: Option<f64>,
-    /// Longest time between dropouts, seconds [default: 3]
-    #[arg(long, value_name = "SECS", value_parser = parse_positive, help_heading = "Stream job")]
-    pub noise_high: Option<f64>,
-    /// Consecutive vectors dropped each time [default: 1]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Stream job")]
-    pub noise_burst: Option<u32>,
-}
-
-/// Consumer options.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ConsumerOpts {
-    /// Vectors per statistics batch, filled-in ones included [default: 100]
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Stream job")]
-    pub batch: Option<u32>,
-    /// Intervals in the sliding rate window [default: 100]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000), help_heading = "Stream job")]
-    pub rate_window: Option<u32>,
-    /// Seconds between rate log lines [default: 1]
-    #[arg(long, value_name = "SECS", value_parser = parse_positive, help_heading = "Stream job")]
-    pub rate_interval: Option<f64>,
-    /// Output: stream.jsonl (one JSON object per batch) or stream.txt
-    /// (matrices and tables) [default: jsonl]
-    #[arg(long, value_enum, help_heading = "Stream job")]
-    pub format: Option<StreamFormat>,
-}
-
-impl VectorOpts {
-    fn given(&self) -> bool {
-        self.dim.is_some()
-    }
-}
-impl ProducerOpts {
-    fn given(&self) -> bool {
-        self.distribution.is_some()
-            || self.rate.is_some()
-            || self.count.is_some()
-            || self.noise
-            || self.noise_low.is_some()
-            || self.noise_high.is_some()
-            || self.noise_burst.is_some()
-    }
-    /// The noise settings, validated.
-    fn noise(&self) -> Result<Option<Noise>, Failure> {
-        let low = self.noise_low.unwrap_or(2.0);
-        let high = self.noise_high.unwrap_or(3.0);
-        if low > high {
-            return Err(Failure::usage(format!(
-                "--noise-low {low} is above --noise-high {high}; the interval between dropouts is drawn from [low, high]"
-            )));
-        }
-        let detail =
-            self.noise_low.is_some() || self.noise_high.is_some() || self.noise_burst.is_some();
-        if detail && !self.noise {
-            return Err(Failure::usage(
-                "--noise-low/--noise-high/--noise-burst only apply with --noise; add --noise to simulate dropouts",
-            ));
-        }
-        Ok(self.noise.then_some(Noise {
-            low,
-            high,
-            burst: self.noise_burst.unwrap_or(1),
-        }))
-    }
-}
-impl ConsumerOpts {
-    fn given(&self) -> bool {
-        self.batch.is_some()
-            || self.rate_window.is_some()
-            || self.rate_interval.is_some()
-            || self.format.is_some()
-    }
-}
-
-/// Options of a role started by hand.
-#[derive(Debug, Args)]
-pub struct RoleArgs {
-    /// The run to join (see `forkring status`)
-    #[arg(long, value_parser = parse_run_name)]
-    pub run: RunName,
-}
-
-/// Options of `forkring producer`.
-#[derive(Debug, Args)]
-pub struct ProducerArgs {
-    /// The run to join (see `forkring status`)
-    #[arg(long, value_parser = parse_run_name)]
-    pub run: RunName,
-    #[command(flatten)]
-    pub vector: VectorOpts,
-    #[command(flatten)]
-    pub opts: ProducerOpts,
-}
-
-/// Options of `forkring consumer`.
-#[derive(Debug, Args)]
-pub struct ConsumerArgs {
-    /// The run to join (see `forkring status`)
-    #[arg(long, value_parser = parse_run_name)]
-    pub run: RunName,
-    #[command(flatten)]
-    pub vector: VectorOpts,
-    #[command(flatten)]
-    pub opts: ConsumerOpts,
 }
 
 /// Options of `forkring status`.
@@ -319,19 +154,6 @@ pub struct HandoffArgs {
     pub out: Option<PathBuf>,
 }
 
-/// Options of `forkring render`.
-#[derive(Debug, Args)]
-pub struct RenderArgs {
-    /// The history file (DIR/history.bin of a run)
-    pub history: PathBuf,
-    /// Iterations to apply, from 0 (black) to all [default: all]
-    #[arg(long, short)]
-    pub iteration: Option<u64>,
-    /// PNG file to write
-    #[arg(long, short)]
-    pub out: PathBuf,
-}
-
 /// Options of `forkring verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -350,12 +172,13 @@ pub struct BenchArgs {
 /// The benchmarks (one variant per benchmark; each parses its own options).
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Handoff latency (futex Turn spinning and sleeping, pipe, unix socket,
-    /// eventfd) and 208-byte message throughput (shm ring, pipe, unix
-    /// socket) between two processes, verified and compared with the pipe.
+    /// One-way latency (futex Turn spinning and sleeping, pipe, unix
+    /// socket, eventfd) and 208-byte message throughput (shm ring, pipe,
+    /// unix socket) between two processes, verified and compared with the
+    /// pipe.
     Transport(TransportArgs),
     /// The image job's stepping solo and alternating (ping and pong
-    /// processes), and the reference system's size table beside ours.
+    /// processes), and the Python ping-pong system's size table beside ours.
     Image(BenchImageArgs),
     /// The stream job against generation alone and against the same
     /// pipeline over a pipe and a unix socket; CPU at 1000 Hz.
@@ -366,9 +189,9 @@ pub enum BenchCommand {
 #[derive(Debug, Args)]
 pub struct BenchImageArgs {
     /// Image size for the solo/alternating comparison [default: 4096]
-    #[arg(long, value_parser = settings::parse_size)]
+    #[arg(long, value_parser = crate::image::settings::parse_size)]
     pub size: Option<(u32, u32)>,
-    /// Skip the reference system's size table
+    /// Skip the Python ping-pong system's size table
     #[arg(long)]
     pub no_reference: bool,
     /// Runs per figure; the best is reported (noise from other load)
@@ -386,7 +209,7 @@ pub struct BenchStreamArgs {
     #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub count: u64,
     /// Seconds of the 1000 Hz CPU measurement
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_positive)]
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds_f64)]
     pub idle_seconds: f64,
     /// Runs per throughput figure; the best is reported (noise from other load)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -402,15 +225,15 @@ pub struct TransportArgs {
     /// One JSON object per measurement, one per line
     #[arg(long)]
     pub json: bool,
-    /// Handoffs per handoff measurement (rounded up to even) [default: per
+    /// Passes per latency measurement (rounded up to even) [default: per
     /// mechanism]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::bench::transport::MAX_HANDOFFS))]
-    pub handoffs: Option<u64>,
+    #[arg(long, alias = "handoffs", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::bench::transport::MAX_PASSES))]
+    pub passes: Option<u64>,
     /// Messages per throughput measurement [default: per mechanism]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
     pub messages: Option<u64>,
     /// Only these, comma-separated: turn-spin, turn-sleep, pipe, socket,
-    /// eventfd, ring, or a kind (handoff, throughput)
+    /// eventfd, ring, or a kind (latency, throughput)
     #[arg(long, value_name = "LIST", value_parser = crate::bench::transport::parse_only)]
     pub only: Option<crate::bench::transport::Selection>,
 }
@@ -419,251 +242,139 @@ fn parse_run_name(s: &str) -> Result<RunName, String> {
     RunName::new(s).map_err(|e| e.to_string())
 }
 
-fn parse_rate(s: &str) -> Result<Rate, String> {
-    s.parse()
-}
-
-fn parse_positive(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("{s} must be a positive number"));
-    }
-    Ok(v)
-}
-
-fn parse_ring_slots(s: &str) -> Result<u32, String> {
-    let v: u32 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a whole number"))?;
-    if !v.is_power_of_two() || !(2..=1 << 24).contains(&v) {
-        return Err(format!("{v} slots: give a power of two from 2 to 16777216"));
-    }
-    Ok(v)
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(v.is_finite() && v > 0.0 && v < 1e9) {
-        return Err(format!(
-            "{s} seconds is out of range; give a positive number"
-        ));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-/// A seed from the kernel's generator (the time and pid if that fails).
-fn random_seed() -> u64 {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        Ok(()) => u64::from_le_bytes(b),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64 ^ ((std::process::id() as u64) << 32))
-            .unwrap_or(0),
-    }
-}
-
-impl RunArgs {
-    fn options(&self) -> Result<RunOptions, Failure> {
-        let jobs = if self.jobs.is_empty() {
-            vec![JobKind::Image, JobKind::Stream]
-        } else {
-            self.jobs.clone()
-        };
-        let image = jobs.contains(&JobKind::Image);
-        let stream = jobs.contains(&JobKind::Stream);
-        if !image && self.size.is_some() {
-            return Err(Failure::usage(
-                "--size applies to the image job, which is not in --jobs",
-            ));
-        }
-        let stream_opts = self.vector.given()
-            || self.producer.given()
-            || self.consumer.given()
-            || self.ring_slots.is_some();
-        if !stream && stream_opts {
-            return Err(Failure::usage(
-                "stream options were given, but the stream job is not in --jobs",
-            ));
-        }
-        // Validate before anything touches the file system or /dev/shm.
-        let noise = self.producer.noise()?;
-        let seed = self.seed.unwrap_or_else(random_seed);
-        let (width, height) = self.size.unwrap_or((4096, 4096));
-        let image = image.then_some(ImageSettings {
-            width,
-            height,
-            seed,
+/// The whole command line for the jobs of `registry`: the fixed
+/// subcommands, each job's options of `run`, a subcommand per role kind and
+/// each job's own commands.
+pub fn command(registry: Registry) -> clap::Command {
+    let names: Vec<&'static str> = registry.iter().map(|j| j.name()).collect();
+    let defaults: Vec<&'static str> = registry
+        .iter()
+        .filter(|j| j.default_on())
+        .map(|j| j.name())
+        .collect();
+    let jobs_help = format!(
+        "Jobs to run, comma-separated: {} [default: {}]",
+        registry
+            .iter()
+            .map(|j| format!("{} ({})", j.name(), j.about()))
+            .collect::<Vec<_>>()
+            .join("; "),
+        defaults.join(",")
+    );
+    let mut cmd = Cli::command().mut_subcommand("run", |run| {
+        let run = run.mut_arg("jobs", |a| {
+            a.value_parser(clap::builder::PossibleValuesParser::new(names.clone()))
+                .help(jobs_help.clone())
         });
-        let stream = stream.then(|| StreamSettings {
-            dim: self.vector.dim.unwrap_or(50),
-            distribution: self.producer.distribution.unwrap_or(Distribution::Normal),
-            rate: self.producer.rate.unwrap_or(Rate::Hz(1000.0)),
-            count: self.producer.count,
-            noise,
-            batch: self.consumer.batch.unwrap_or(100),
-            rate_window: self.consumer.rate_window.unwrap_or(100),
-            rate_interval: self.consumer.rate_interval.unwrap_or(1.0),
-            format: self.consumer.format.unwrap_or(StreamFormat::Jsonl),
-            ring_slots: self.ring_slots.unwrap_or(4096),
-            seed,
-        });
-        let out = out_dir(&self.out, &self.name)?;
-        let settings = RunSettings { out, image, stream };
-        Ok(RunOptions {
-            name: self.name.clone(),
-            settings,
-            stop_timeout: self.stop_timeout,
-            policy: RestartPolicy {
-                max_restarts: self.max_restarts,
-                window: self.restart_window,
-            },
-            duration: self.duration,
-            quiet: self.quiet,
-            json: self.json,
-            seed_given: self.seed.is_some(),
-        })
-    }
-}
-
-/// Resolves and checks the output directory (creating it if needed).
-fn out_dir(out: &Option<PathBuf>, name: &RunName) -> Result<PathBuf, Failure> {
-    let out = out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("forkring-out").join(name.as_str()));
-    crate::outfile::prepare_dir(&out)
-        .map_err(|e| Failure::runtime(format!("{e}; choose a writable directory with --out")))
-}
-
-/// A role's options must agree with the run it joins: the run's recorded
-/// settings are the single source of truth.
-fn check_role_options(
-    role: &str,
-    run: &RunName,
-    given: &[(&str, Option<String>, String)],
-) -> Result<(), Failure> {
-    for (flag, value, recorded) in given {
-        if let Some(v) = value
-            && v != recorded
-        {
-            return Err(Failure::usage(format!(
-                "{role} {flag} {v} differs from run {run}, which has {flag} {recorded}; a role takes its settings from the run it joins, so omit the option"
-            )));
+        registry.iter().fold(run, |c, j| j.run_options(c))
+    });
+    for job in registry {
+        for kind in job.role_kinds() {
+            let sub = clap::Command::new(kind.name)
+                .about(kind.about)
+                .arg(
+                    clap::Arg::new("run")
+                        .long("run")
+                        .required(true)
+                        .value_name("NAME")
+                        .value_parser(parse_run_name)
+                        .help("The run to join (see `forkring status`)"),
+                )
+                .arg(
+                    clap::Arg::new("index")
+                        .long("index")
+                        .value_name("I")
+                        .default_value("0")
+                        .value_parser(clap::value_parser!(u32))
+                        .help("Which role of this kind, from 0"),
+                );
+            cmd = cmd.subcommand((kind.options)(sub));
+        }
+        for c in job.commands() {
+            cmd = cmd.subcommand((c.command)());
         }
     }
-    Ok(())
+    cmd
 }
 
-fn run_stream_settings(run: &RunName) -> Result<StreamSettings, Failure> {
-    let c = crate::supervisor::control::Control::open(run, crate::shm::Access::ReadOnly)?;
-    c.settings()
-        .stream
-        .clone()
-        .ok_or_else(|| Failure::usage(format!("run {run} has no stream job")))
-}
-
-fn producer_role(a: &ProducerArgs) -> CmdResult {
-    let s = run_stream_settings(&a.run)?;
-    let noise = a.opts.noise()?;
-    let dist = |d: Distribution| format!("{d:?}").to_lowercase();
-    check_role_options(
-        "producer",
-        &a.run,
-        &[
-            (
-                "--dim",
-                a.vector.dim.map(|d| d.to_string()),
-                s.dim.to_string(),
-            ),
-            (
-                "--distribution",
-                a.opts.distribution.map(dist),
-                dist(s.distribution),
-            ),
-            (
-                "--rate",
-                a.opts.rate.map(|r| r.to_string()),
-                s.rate.to_string(),
-            ),
-            (
-                "--count",
-                a.opts.count.map(|c| c.to_string()),
-                format!("{:?}", s.count)
-                    .replace("Some(", "")
-                    .replace(')', ""),
-            ),
-            (
-                "--noise",
-                a.opts.noise.then(|| format!("{noise:?}")),
-                format!("{:?}", s.noise),
-            ),
-        ],
-    )?;
-    crate::stream::producer::run(&a.run)
-}
-
-fn consumer_role(a: &ConsumerArgs) -> CmdResult {
-    let s = run_stream_settings(&a.run)?;
-    check_role_options(
-        "consumer",
-        &a.run,
-        &[
-            (
-                "--dim",
-                a.vector.dim.map(|d| d.to_string()),
-                s.dim.to_string(),
-            ),
-            (
-                "--batch",
-                a.opts.batch.map(|b| b.to_string()),
-                s.batch.to_string(),
-            ),
-            (
-                "--rate-window",
-                a.opts.rate_window.map(|w| w.to_string()),
-                s.rate_window.to_string(),
-            ),
-            (
-                "--rate-interval",
-                a.opts.rate_interval.map(|i| i.to_string()),
-                s.rate_interval.to_string(),
-            ),
-            (
-                "--format",
-                a.opts.format.map(|f| format!("{f:?}").to_lowercase()),
-                format!("{:?}", s.format).to_lowercase(),
-            ),
-        ],
-    )?;
-    crate::stream::consumer::run(&a.run)
+/// Parses the process's arguments, runs the command and exits with its
+/// code. `main.rs` calls this with the registry; a test harness may call it
+/// with its own.
+pub fn main(registry: Registry) -> ! {
+    let m = command(registry).get_matches();
+    match dispatch(&m, registry) {
+        Ok(()) => std::process::exit(0),
+        Err(f) => {
+            eprintln!("forkring: error: {}", f.message);
+            std::process::exit(f.code);
+        }
+    }
 }
 
 /// Runs the parsed command.
-pub fn dispatch(cli: Cli) -> CmdResult {
+pub fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure> {
+    let Some((name, sm)) = m.subcommand() else {
+        return Err(Failure {
+            code: EXIT_USAGE,
+            message: "no command given; see `forkring --help`".into(),
+        });
+    };
+    for job in registry {
+        if let Some(kind) = job.role_kinds().iter().find(|k| k.name == name) {
+            let run = sm.get_one::<RunName>("run").expect("required");
+            let index = *sm.get_one::<u32>("index").expect("defaulted");
+            return crate::supervisor::role::run_role(registry, kind.name, run, index, sm)
+                .map_err(|e| report(e.into(), Some(run)));
+        }
+        if let Some(c) = job
+            .commands()
+            .iter()
+            .find(|c| (c.command)().get_name() == name)
+        {
+            return (c.run)(sm).map_err(|e| report(e.into(), None));
+        }
+    }
+    let cli = Cli::from_arg_matches(m).map_err(|e| Failure {
+        code: EXIT_USAGE,
+        message: e.to_string(),
+    })?;
     match cli.command {
         Command::Run(a) => {
             // First of all, before any thread starts and before any work:
             // from here on SIGINT/SIGTERM/SIGHUP are stop requests.
-            let signals = crate::supervisor::signals::Signals::install()?;
-            crate::supervisor::run::run(a.options()?, signals)
+            let signals = crate::supervisor::signals::Signals::install().map_err(|errno| {
+                report(
+                    RunError::Os {
+                        what: "cannot block the stop signals".into(),
+                        errno,
+                    }
+                    .into(),
+                    None,
+                )
+            })?;
+            let name = a.name.clone();
+            let opts = run_options(&a, sm, registry).map_err(|e| report(e, Some(&name)))?;
+            crate::supervisor::run::run(opts, signals, registry)
+                .map_err(|e| report(e.into(), Some(&name)))
         }
-        Command::Ping(a) => crate::image::role::run(&a.run, Party::Even),
-        Command::Pong(a) => crate::image::role::run(&a.run, Party::Odd),
-        Command::Producer(a) => producer_role(&a),
-        Command::Consumer(a) => consumer_role(&a),
-        Command::Status(a) => crate::ops::status(a.name.as_ref(), a.json),
-        Command::Clean(a) => crate::ops::clean(a.name.as_ref(), a.dry_run),
-        Command::Handoff(a) => crate::ops::handoff(&a.run, a.out.as_deref()),
-        Command::Render(a) => crate::image::render::render(&a.history, a.iteration, &a.out),
-        Command::Verify(a) => crate::image::render::verify(&a.dir),
+        Command::Status(a) => crate::ops::status(a.name.as_ref(), a.json, registry)
+            .map_err(|e| report(e.into(), a.name.as_ref())),
+        Command::Clean(a) => crate::ops::clean(a.name.as_ref(), a.dry_run)
+            .map_err(|e| report(e.into(), a.name.as_ref())),
+        Command::Handoff(a) => crate::ops::handoff(&a.run, a.out.as_deref(), registry)
+            .map_err(|e| report(e.into(), Some(&a.run))),
+        Command::Verify(a) => {
+            let lines = crate::ops::verify(&a.dir, registry).map_err(|e| report(e.into(), None))?;
+            for l in lines {
+                println!("ok: {l}");
+            }
+            Ok(())
+        }
         Command::Bench(a) => match a.bench {
             BenchCommand::Transport(t) => {
                 crate::bench::transport::run(&crate::bench::transport::Options {
                     json: t.json,
-                    handoffs: t.handoffs,
+                    passes: t.passes,
                     messages: t.messages,
                     only: t.only.map(|s| s.0),
                 })
@@ -680,7 +391,178 @@ pub fn dispatch(cli: Cli) -> CmdResult {
                 json: s.json,
                 repeat: s.repeat,
             }),
+        }
+        .map_err(|e| report(e.into(), None)),
+        Command::BenchPeer(a) => crate::bench::peer::run(&a).map_err(|e| report(e.into(), None)),
+    }
+}
+
+/// A seed from the kernel's generator (the time and pid if that fails).
+fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 ^ ((std::process::id() as u64) << 32))
+            .unwrap_or(0),
+    }
+}
+
+/// `forkring run`'s options and settings, every value checked before
+/// anything touches the file system or /dev/shm (the output directory is
+/// created last).
+fn run_options(a: &RunArgs, m: &ArgMatches, registry: Registry) -> Result<RunOptions, Error> {
+    let wanted: Vec<&str> = if a.jobs.is_empty() {
+        registry
+            .iter()
+            .filter(|j| j.default_on())
+            .map(|j| j.name())
+            .collect()
+    } else {
+        a.jobs.iter().map(String::as_str).collect()
+    };
+    let seed = a.seed.unwrap_or_else(random_seed);
+    let common = Common { seed };
+    let mut jobs = Vec::new();
+    for j in registry.iter() {
+        if wanted.contains(&j.name()) {
+            jobs.push(j.settings(m, &common)?);
+        } else {
+            let given = j.options_given(m);
+            if !given.is_empty() {
+                return Err(JobError::Usage(format!(
+                    "{} given, but the {} job is not in --jobs; add it (--jobs {}) or drop the option",
+                    given.join(", "),
+                    j.name(),
+                    wanted
+                        .iter()
+                        .copied()
+                        .chain([j.name()])
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ))
+                .into());
+            }
+        }
+    }
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("forkring-out").join(a.name.as_str()));
+    let probe = RunSettings {
+        out: out.clone(),
+        jobs,
+    };
+    probe.roles().map_err(RunError::from)?;
+    let out = crate::outfile::prepare_dir(&out)
+        .map_err(|source| RunError::Output { run: None, source })?;
+    Ok(RunOptions {
+        name: a.name.clone(),
+        settings: RunSettings {
+            out,
+            jobs: probe.jobs,
         },
-        Command::BenchPeer(a) => crate::bench::peer::run(&a),
+        stop_timeout: a.stop_timeout,
+        policy: RestartPolicy {
+            max_restarts: a.max_restarts,
+            window: a.restart_window,
+        },
+        duration: a.duration,
+        quiet: a.quiet,
+        json: a.json,
+        seed_given: a.seed.is_some(),
+    })
+}
+
+/// The one place where an error becomes an exit code and a message with
+/// what to do about it. `run` is the run the command was about, if any.
+pub fn report(e: Error, run: Option<&RunName>) -> Failure {
+    let msg = e.to_string();
+    let clean = |r: &RunName| format!("; discard it with `forkring clean {r}`");
+    let retry = |r: &RunName| {
+        format!(". The run's segments are kept; retry with `forkring handoff --run {r} --out DIR`")
+    };
+    const SPACE: &str =
+        "; free space (`forkring clean`), enlarge the tmpfs, or with docker use --shm-size";
+    let (code, hint) = match &e {
+        Error::Run(RunError::Usage(_))
+        | Error::Job(JobError::Usage(_))
+        | Error::Run(RunError::Job(JobError::Usage(_)))
+        | Error::Run(RunError::NoSuchRole { .. })
+        | Error::Run(RunError::TooManyRoles(_)) => (EXIT_USAGE, String::new()),
+        Error::Run(RunError::RestartLimit { run, .. }) => (
+            EXIT_RESTART_LIMIT,
+            format!(
+                ". The segments are kept: fix the cause, then run the same `forkring run --name {run}` to resume, or discard them with `forkring clean {run}`"
+            ),
+        ),
+        Error::Run(RunError::Interrupted) => (EXIT_INTERRUPTED, String::new()),
+        Error::Run(RunError::NoShmSpace { .. }) => (EXIT_FAILURE, SPACE.into()),
+        Error::Run(RunError::CannotResume { run, .. }) => (EXIT_FAILURE, clean(run)),
+        Error::Run(RunError::DifferentSettings { run, .. }) => (
+            EXIT_FAILURE,
+            format!(
+                "; resume it with the same settings, or discard it with `forkring clean {run}`"
+            ),
+        ),
+        Error::Run(RunError::Control(crate::control::ControlError::Live { .. })) => (
+            EXIT_FAILURE,
+            "; pick another --name or stop it first".into(),
+        ),
+        Error::Run(RunError::Live { .. }) => {
+            (EXIT_FAILURE, "; stop it first (SIGTERM), then clean".into())
+        }
+        Error::Run(RunError::Handoff { run, .. })
+        | Error::Run(RunError::Output { run: Some(run), .. }) => (EXIT_FAILURE, retry(run)),
+        Error::Run(RunError::Output { run: None, .. }) => (
+            EXIT_FAILURE,
+            "; choose a writable directory with --out".into(),
+        ),
+        Error::Run(RunError::NoSuchRun(_)) => {
+            (EXIT_FAILURE, "; `forkring status` lists the runs".into())
+        }
+        Error::Job(JobError::SupervisorGone { run })
+        | Error::Run(RunError::Job(JobError::SupervisorGone { run })) => (
+            EXIT_FAILURE,
+            format!(
+                "; stopping (start `forkring run --name {run}` with the same settings to resume)"
+            ),
+        ),
+        e if is_no_space(e) => (EXIT_FAILURE, SPACE.into()),
+        e if is_damage(e) => (EXIT_FAILURE, run.map(clean).unwrap_or_default()),
+        Error::Bench(b) if b.is_usage() => (EXIT_USAGE, String::new()),
+        Error::Bench(crate::bench::BenchError::Interrupted) => (EXIT_INTERRUPTED, String::new()),
+        _ => (EXIT_FAILURE, String::new()),
+    };
+    Failure {
+        code,
+        message: format!("{msg}{hint}"),
+    }
+}
+
+fn segments_error(e: &Error) -> Option<&SegmentsError> {
+    match e {
+        Error::Job(JobError::Segments(s)) | Error::Run(RunError::Job(JobError::Segments(s))) => {
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+fn is_no_space(e: &Error) -> bool {
+    matches!(
+        segments_error(e),
+        Some(SegmentsError::Create(CreateError::NoSpace { .. }))
+    )
+}
+
+/// Whether the error says a run's segments exist but cannot be used.
+fn is_damage(e: &Error) -> bool {
+    match e {
+        Error::Run(RunError::Control(c)) | Error::Job(JobError::Control(c)) => c.is_damage(),
+        Error::Run(RunError::Settings { .. } | RunError::RoleCount { .. }) => true,
+        e => segments_error(e).is_some_and(SegmentsError::is_damage),
     }
 }

@@ -1,4 +1,6 @@
-//! How commands fail: a one-line message and an exit code.
+//! How commands end: every library error, typed, and the exit codes.
+//! `cli.rs` turns an [`Error`] into a one-line message with what to do, and
+//! an exit code.
 //!
 //! | code | meaning |
 //! |---|---|
@@ -7,6 +9,10 @@
 //! | 2 | usage error: bad arguments or options |
 //! | 3 | the run gave up: a role exceeded the restart limit |
 //! | 130 | interrupted by SIGINT (Ctrl-C); the results so far were handed off |
+
+use crate::bench::BenchError;
+use crate::job::JobError;
+use crate::supervisor::error::RunError;
 
 /// Exit code of a failure.
 pub const EXIT_FAILURE: i32 = 1;
@@ -17,45 +23,26 @@ pub const EXIT_RESTART_LIMIT: i32 = 3;
 /// Exit code after a SIGINT-initiated stop.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-/// A command's failure. Deliberately not `Display`/`Error`, so that any error
-/// type converts into it with `?`.
-#[derive(Debug)]
+/// Every error a command can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The supervisor or an operator verb.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A job (a role process, a job's own command).
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// A benchmark.
+    #[error(transparent)]
+    Bench(#[from] BenchError),
+}
+
+/// A command's end as the operator sees it: a one-line message (the error
+/// and what to do about it) and an exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// Process exit code.
     pub code: i32,
     /// One-line cause, with what to do about it.
     pub message: String,
 }
-
-impl Failure {
-    /// A runtime failure (exit 1).
-    pub fn runtime(message: impl Into<String>) -> Self {
-        Failure {
-            code: EXIT_FAILURE,
-            message: message.into(),
-        }
-    }
-    /// A usage error (exit 2).
-    pub fn usage(message: impl Into<String>) -> Self {
-        Failure {
-            code: EXIT_USAGE,
-            message: message.into(),
-        }
-    }
-    /// A failure with an explicit exit code.
-    pub fn with_code(code: i32, message: impl Into<String>) -> Self {
-        Failure {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure::runtime(e.to_string())
-    }
-}
-
-/// Result of a command.
-pub type CmdResult = Result<(), Failure>;

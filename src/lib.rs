@@ -1,20 +1,28 @@
 //! forkring: a supervisor for small multi-process systems whose roles talk
 //! only through named POSIX shared-memory segments and futexes.
 //!
+//! Layers, each importing only those above it in this list:
 //! - [`shm`]: the IPC substrate (segments, futex waiting, Turn, Semaphore,
 //!   SPSC ring, committed records). The only module with atomics.
-//! - [`supervisor`]: `forkring run`: forks roles, restarts them, stops them,
-//!   hands results over.
-//! - [`image`]: the ping/pong image job.
-//! - [`stream`]: the producer/consumer stream job.
+//! - [`control`]: a run's control segment: stop flag, role table, settings.
+//! - [`job`]: the job interface.
+//! - [`image`], [`stream`]: the jobs, each in its own folder.
+//! - [`jobs`]: the registry, the only place that names the jobs.
+//! - [`settings`]: a run's recorded settings.
+//! - [`supervisor`]: `forkring run`: forks roles, restarts them, stops
+//!   them, hands results over; knows jobs only through [`job`].
+//! - [`ops`]: `status`, `clean`, `handoff`, `verify`.
 //! - [`bench`]: `forkring bench`.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line, exit codes and operator hints.
 
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod control;
 pub mod error;
 pub mod image;
+pub mod job;
+pub mod jobs;
 pub mod ops;
 pub mod outfile;
 pub mod procinfo;
@@ -22,3 +30,4 @@ pub mod settings;
 pub mod shm;
 pub mod stream;
 pub mod supervisor;
+pub mod units;

@@ -1,12 +1,5 @@
-//! The `forkring` binary: parse the command line, run it, map the outcome to
-//! an exit code.
-
-use clap::Parser;
+//! The `forkring` binary: the command line with the registry's jobs.
 
 fn main() {
-    let cli = forkring::cli::Cli::parse();
-    if let Err(f) = forkring::cli::dispatch(cli) {
-        eprintln!("forkring: error: {}", f.message);
-        std::process::exit(f.code);
-    }
+    forkring::cli::main(forkring::jobs::ALL)
 }

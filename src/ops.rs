@@ -1,49 +1,50 @@
-//! Operator verbs that work on existing runs: `status`, `clean`, `handoff`.
+//! Operator verbs that work on existing runs and results: `status`,
+//! `clean`, `handoff`, `verify`.
 
 use std::collections::BTreeSet;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::error::{CmdResult, Failure};
-use crate::shm::{Access, RunName};
-use crate::supervisor::control::Control;
-use crate::supervisor::handoff::{self, EndCause};
-use crate::supervisor::job::{Hosts, Progress, hosts};
+use crate::control::{self, Control};
+use crate::job::{Progress, Registry};
+use crate::outfile::sha256_file;
+use crate::shm::{Access, RunName, segment};
+use crate::supervisor::error::RunError;
+use crate::supervisor::handoff;
+use crate::supervisor::opened::{Hosts, OpenRun};
 use crate::supervisor::progress::describe;
-use crate::supervisor::role::Role;
-use crate::supervisor::run::{clean_run, segment_files_of};
+use crate::supervisor::run::segment_files_of;
 
 /// Runs that have at least one segment in /dev/shm.
-fn runs_in_shm() -> Result<BTreeSet<RunName>, Failure> {
+fn runs_in_shm() -> Result<BTreeSet<RunName>, RunError> {
     Ok(crate::shm::name::list_segments()
-        .map_err(|e| Failure::runtime(format!("cannot list /dev/shm: {e}")))?
+        .map_err(RunError::ListShm)?
         .into_iter()
         .map(|(r, _, _)| r)
         .collect())
 }
 
-fn status_of(run: &RunName) -> Value {
-    let control = match Control::open(run, Access::ReadOnly) {
+fn status_of(run: &RunName, registry: Registry) -> Value {
+    let open = match OpenRun::open(run, Access::ReadOnly, registry) {
         Ok(c) => c,
         Err(e) => {
             return json!({ "run": run.as_str(), "error": e.to_string(),
                 "segments": segment_files_of(run).unwrap_or_default() });
         }
     };
-    let roles: Vec<Value> = Role::ALL
+    let c = &open.control;
+    let roles: Vec<Value> = open
+        .roles
         .iter()
-        .map(|r| control.role_view(*r))
-        .filter(|v| {
-            let s = control.settings();
-            match v.role {
-                Role::Ping | Role::Pong => s.image.is_some(),
-                Role::Producer | Role::Consumer => s.stream.is_some(),
-            }
-        })
-        .map(|v| {
+        .map(|r| {
+            let v = c.role_view(r.slot);
             json!({
-                "role": v.role.name(),
+                "role": r.label(),
+                "job": r.job,
+                "kind": r.kind,
+                "index": r.index,
                 "pid": v.pid,
                 "state": v.state.name(),
                 "alive": v.alive,
@@ -52,21 +53,21 @@ fn status_of(run: &RunName) -> Value {
             })
         })
         .collect();
-    let (progress, error) = match hosts(&control, Hosts::Open(Access::ReadOnly)) {
+    let (progress, error) = match open.hosts(Hosts::Open(Access::ReadOnly)) {
         Ok(jobs) => (
             jobs.iter().map(|j| j.progress()).collect::<Vec<Progress>>(),
             None,
         ),
-        Err(f) => (Vec::new(), Some(f.message)),
+        Err(f) => (Vec::new(), Some(f.to_string())),
     };
     json!({
         "run": run.as_str(),
-        "supervisor": { "pid": control.supervisor_pid(), "alive": control.supervisor_alive() },
-        "phase": control.phase().map(|p| p.name()).unwrap_or("corrupt"),
-        "jobs": control.settings().jobs_label(),
-        "out": control.settings().out.display().to_string(),
-        "seconds": control.prior_seconds(),
-        "resumes": control.resumes(),
+        "supervisor": { "pid": c.supervisor_pid(), "alive": c.supervisor_alive() },
+        "phase": c.phase().map(|p| p.name()).unwrap_or("corrupt"),
+        "jobs": open.settings.job_names(),
+        "out": open.settings.out.display().to_string(),
+        "seconds": c.prior_seconds(),
+        "resumes": c.resumes(),
         "roles": roles,
         "progress": progress,
         "error": error,
@@ -83,8 +84,14 @@ fn print_status(v: &Value) {
         return;
     }
     let alive = v["supervisor"]["alive"].as_bool() == Some(true);
+    let jobs: Vec<&str> = v["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     println!(
-        "run {run}: {} (supervisor pid {}{}), jobs {}, {:.1} s of work, {} resumes, out {}",
+        "run {run}: {} (supervisor pid {}{}), jobs {}, {:.1} s of work, {}, out {}",
         v["phase"].as_str().unwrap_or("?"),
         v["supervisor"]["pid"],
         if alive {
@@ -92,18 +99,18 @@ fn print_status(v: &Value) {
         } else {
             ", dead: resume with `forkring run` or discard with `forkring clean`"
         },
-        v["jobs"].as_str().unwrap_or("?"),
+        jobs.join(","),
         v["seconds"].as_f64().unwrap_or(0.0),
-        v["resumes"],
+        crate::units::plural(v["resumes"].as_u64().unwrap_or(0), "resume", "resumes"),
         v["out"].as_str().unwrap_or("?"),
     );
     println!(
-        "  {:<9} {:>8} {:<9} {:<6} {:>8}  last failure",
+        "  {:<12} {:>8} {:<9} {:<6} {:>8}  last failure",
         "role", "pid", "state", "alive", "restarts"
     );
     for r in v["roles"].as_array().into_iter().flatten() {
         println!(
-            "  {:<9} {:>8} {:<9} {:<6} {:>8}  {}",
+            "  {:<12} {:>8} {:<9} {:<6} {:>8}  {}",
             // serde_json's numbers ignore format widths: print them as u64.
             r["role"].as_str().unwrap_or("?"),
             r["pid"].as_u64().unwrap_or(0),
@@ -128,13 +135,11 @@ fn print_status(v: &Value) {
 }
 
 /// `forkring status [NAME] [--json]`.
-pub fn status(name: Option<&RunName>, as_json: bool) -> CmdResult {
+pub fn status(name: Option<&RunName>, as_json: bool, registry: Registry) -> Result<(), RunError> {
     let runs: Vec<RunName> = match name {
         Some(n) => {
             if segment_files_of(n)?.is_empty() {
-                return Err(Failure::runtime(format!(
-                    "no run named {n} (nothing in /dev/shm/forkring.{n}.*); `forkring status` lists the runs"
-                )));
+                return Err(RunError::NoSuchRun(n.clone()));
             }
             vec![n.clone()]
         }
@@ -144,7 +149,7 @@ pub fn status(name: Option<&RunName>, as_json: bool) -> CmdResult {
         println!("no runs in /dev/shm");
     }
     for r in &runs {
-        let v = status_of(r);
+        let v = status_of(r, registry);
         if as_json {
             println!("{}", serde_json::to_string(&v).expect("serialisable"));
         } else {
@@ -154,8 +159,64 @@ pub fn status(name: Option<&RunName>, as_json: bool) -> CmdResult {
     Ok(())
 }
 
+/// Removes every segment of `run` if no supervisor is alive. Returns the
+/// names removed.
+pub fn clean_run(run: &RunName) -> Result<Vec<String>, RunError> {
+    let names: Vec<String> = segment_files_of(run)?;
+    if names.is_empty() {
+        return Ok(names);
+    }
+    // The supervisor lock lives on the control file whatever its content, so
+    // probe it raw (the segment may be corrupt). Holding the lock while
+    // removing keeps a supervisor from starting on the run meanwhile.
+    let control_name = run.segment(control::PART);
+    let _guard = match segment::open_raw(&control_name) {
+        Ok(fd) => match crate::shm::lock::try_lock(fd.as_fd(), control::SUPERVISOR_LOCK_BYTE) {
+            Ok(true) => Some(fd),
+            Ok(false) => {
+                let pid = Control::open(run, Access::ReadOnly)
+                    .map(|c| c.supervisor_pid().to_string())
+                    .unwrap_or_else(|_| "unknown".into());
+                return Err(RunError::Live {
+                    run: run.clone(),
+                    pid,
+                });
+            }
+            Err(e) => {
+                return Err(RunError::Os {
+                    what: format!("cannot lock /dev/shm/{control_name}"),
+                    errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                });
+            }
+        },
+        Err(_) => {
+            // No control file (a benchmark's segments, or a run half
+            // removed): each segment's creator holds its byte 0 while alive.
+            for n in &names {
+                if let Ok(fd) = segment::open_raw(n)
+                    && crate::shm::lock::is_locked(fd.as_fd(), 0).unwrap_or(false)
+                {
+                    return Err(RunError::InUse { segment: n.clone() });
+                }
+            }
+            None
+        }
+    };
+    for n in names.iter().filter(|n| **n != control_name) {
+        segment::unlink(n).map_err(|errno| RunError::Remove {
+            name: n.clone(),
+            errno,
+        })?;
+    }
+    segment::unlink(&control_name).map_err(|errno| RunError::Remove {
+        name: control_name.clone(),
+        errno,
+    })?;
+    Ok(names)
+}
+
 /// `forkring clean [NAME] [--dry-run]`.
-pub fn clean(name: Option<&RunName>, dry_run: bool) -> CmdResult {
+pub fn clean(name: Option<&RunName>, dry_run: bool) -> Result<(), RunError> {
     let runs: Vec<RunName> = match name {
         Some(n) => vec![n.clone()],
         None => runs_in_shm()?.into_iter().collect(),
@@ -186,11 +247,11 @@ pub fn clean(name: Option<&RunName>, dry_run: bool) -> CmdResult {
                 }
                 removed += names.len();
             }
-            Err(f) => {
+            Err(e) => {
                 if name.is_some() {
-                    return Err(f);
+                    return Err(e);
                 }
-                eprintln!("forkring: {}", f.message);
+                eprintln!("forkring: {e}; not cleaning run {r}");
                 refused.push(r.to_string());
             }
         }
@@ -205,47 +266,107 @@ pub fn clean(name: Option<&RunName>, dry_run: bool) -> CmdResult {
 }
 
 /// `forkring handoff --run NAME [--out DIR]`.
-pub fn handoff(run: &RunName, out: Option<&Path>) -> CmdResult {
-    let control = Control::open(run, Access::ReadWrite)?;
+pub fn handoff(run: &RunName, out: Option<&Path>, registry: Registry) -> Result<(), RunError> {
+    let open = OpenRun::open(run, Access::ReadWrite, registry)?;
     // The lock keeps a supervisor from starting on the run meanwhile; this
     // is not a resume, so nothing in the run changes.
-    control.lock()?;
-    for r in Role::ALL {
-        if control.role_alive(r) {
-            return Err(Failure::runtime(format!(
-                "role {r} of run {run} is still running (pid {}); stop it first",
-                control.role_view(r).pid
-            )));
+    open.control.lock()?;
+    for r in open.roles.iter() {
+        if open.control.role_alive(r.slot) {
+            return Err(RunError::RoleRunning {
+                run: run.clone(),
+                role: r.label(),
+                pid: open.control.role_view(r.slot).pid,
+            });
         }
     }
     let out = out
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| control.settings().out.clone());
-    let jobs = hosts(&control, Hosts::Open(Access::ReadWrite))?;
-    hand_off_stopped(&control, &jobs, &out, false)
+        .unwrap_or_else(|| open.settings.out.clone());
+    let jobs = open.hosts(Hosts::Open(Access::ReadWrite))?;
+    handoff::hand_off_stopped(&open, &jobs, &out, registry, false)?;
+    Ok(())
 }
 
-/// Writes the results of a run none of whose processes lives (the caller
-/// holds its supervisor lock) into `out`, then removes its segments.
-pub fn hand_off_stopped(
-    control: &Control,
-    jobs: &[Box<dyn crate::supervisor::job::JobHost>],
-    out: &Path,
-    as_json: bool,
-) -> CmdResult {
-    let out = crate::outfile::prepare_dir(out)?;
-    let summary = handoff::write_results(
-        control,
-        jobs,
-        &out,
-        control.prior_seconds(),
-        &EndCause::Manual,
-    )?;
-    handoff::remove_segments(control, jobs);
-    if as_json {
-        println!("{}", serde_json::to_string(&summary).expect("serialisable"));
-    } else {
-        println!("{}", handoff::summary_line(&summary));
+/// `forkring verify DIR`: every file `summary.json` lists has its recorded
+/// size and SHA-256, and each job's files pass the job's own checks.
+/// Without a `summary.json`, each job whose files are there is checked.
+pub fn verify(dir: &Path, registry: Registry) -> Result<Vec<String>, RunError> {
+    let fail = |d: String| RunError::verify(dir, d);
+    let summary_path = dir.join("summary.json");
+    let summary: Option<Value> = match std::fs::read_to_string(&summary_path) {
+        Ok(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| fail(format!("summary.json: not JSON: {e}")))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(fail(format!("summary.json: {e}"))),
+    };
+    let mut lines = Vec::new();
+    let jobs: Vec<&'static dyn crate::job::Job> = match &summary {
+        Some(s) => {
+            let names: Vec<&str> = s["jobs"]
+                .as_array()
+                .ok_or_else(|| fail("summary.json has no list of jobs".into()))?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut jobs = Vec::new();
+            for n in names {
+                let j = registry
+                    .iter()
+                    .find(|j| j.name() == n)
+                    .ok_or_else(|| fail(format!("summary.json names job {n:?}, unknown here")))?;
+                jobs.push(*j);
+            }
+            jobs
+        }
+        None => registry
+            .iter()
+            .copied()
+            .filter(|j| j.result_files().iter().any(|f| dir.join(f).exists()))
+            .collect(),
+    };
+    for j in &jobs {
+        let section = summary
+            .as_ref()
+            .and_then(|s| s.get(j.name()))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if let Some(files) = section.get("files").and_then(Value::as_object) {
+            for (f, rec) in files {
+                let path = dir.join(f);
+                let bytes = std::fs::metadata(&path)
+                    .map_err(|e| fail(format!("{f}: {e}")))?
+                    .len();
+                if let Some(want) = rec["bytes"].as_u64()
+                    && want != bytes
+                {
+                    return Err(fail(format!(
+                        "{f} is {bytes} bytes, summary.json recorded {want}"
+                    )));
+                }
+                if let Some(want) = rec["sha256"].as_str() {
+                    let got = sha256_file(&path).map_err(|e| fail(format!("{f}: {e}")))?;
+                    if got != want {
+                        return Err(fail(format!(
+                            "{f}: SHA-256 {got} differs from summary.json's {want}"
+                        )));
+                    }
+                }
+            }
+        }
+        lines.push(j.verify(dir, &section).map_err(|e| fail(e.to_string()))?);
     }
-    Ok(())
+    if jobs.is_empty() {
+        let files: Vec<&str> = registry
+            .iter()
+            .flat_map(|j| j.result_files().iter().copied())
+            .collect();
+        return Err(fail(format!(
+            "no summary.json, and none of {} to check; give a run's result directory (its --out)",
+            files.join(", ")
+        )));
+    }
+    Ok(lines)
 }

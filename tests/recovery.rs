@@ -7,19 +7,20 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use forkring::control::{Control, RunPhase};
+use forkring::image::ImageSettings;
 use forkring::image::layout::ImageSegments;
 use forkring::image::step::Stepper;
-use forkring::settings::{
-    Distribution, ImageSettings, Rate, RunSettings, StreamFormat, StreamSettings,
-};
+use forkring::job::JobSettings;
+use forkring::settings::RunSettings;
 use forkring::shm::ring::RingProducer;
 use forkring::shm::turn::Party;
 use forkring::shm::{Access, RunName};
 use forkring::stream::generate::Generator;
 use forkring::stream::layout::StreamSegments;
 use forkring::stream::producer::write_slot;
-use forkring::supervisor::control::{Control, Phase};
-use forkring::supervisor::role::Role;
+use forkring::stream::{Distribution, Rate, StreamFormat, StreamSettings};
+use forkring::supervisor::opened::OpenRun;
 
 fn stream_settings() -> StreamSettings {
     StreamSettings {
@@ -43,14 +44,20 @@ fn make_run(
     sc: &Scene,
     image: Option<&ImageSettings>,
     stream: Option<&StreamSettings>,
-) -> (RunName, Control) {
+) -> (RunName, OpenRun) {
     let run = RunName::new(&sc.name).unwrap();
+    let mut jobs: Vec<Box<dyn JobSettings>> = Vec::new();
+    if let Some(i) = image {
+        jobs.push(Box::new(i.clone()));
+    }
+    if let Some(s) = stream {
+        jobs.push(Box::new(s.clone()));
+    }
     let settings = RunSettings {
         out: sc.dir.path().to_path_buf(),
-        image: image.cloned(),
-        stream: stream.cloned(),
+        jobs,
     };
-    (run.clone(), Control::create(&run, &settings).unwrap())
+    (run.clone(), OpenRun::create(&run, &settings).unwrap())
 }
 
 fn handoff(sc: &Scene) -> std::process::Output {
@@ -91,7 +98,7 @@ fn stream_handoff_publishes_committed_slots() {
     let st = sc.summary()["stream"].clone();
     assert_eq!(st["produced"], 40, "{st}");
     assert_eq!(st["received"], 40, "committed vectors were dropped: {st}");
-    assert_eq!(st["extrapolated"], 0, "{st}");
+    assert_eq!(st["filled"], 0, "{st}");
     assert_eq!(st["conservation_ok"], true);
 }
 
@@ -110,8 +117,8 @@ fn image_handoff_completes_a_half_done_step() {
     let v = segs.view().unwrap();
     let st = Stepper::new(v);
     for s in 0..10 {
-        st.step(if s % 2 == 0 { Party::Even } else { Party::Odd }, s)
-            .unwrap();
+        let party = if s % 2 == 0 { Party::Even } else { Party::Odd };
+        st.step(v.ctl.turn.try_take(party, v.n).unwrap()).unwrap();
     }
     // Iteration 10: journal armed and data written, turn not passed.
     let r = st.plan(10).unwrap();
@@ -151,7 +158,7 @@ fn a_run_that_gave_up_resumes_to_completion() {
         bg.log()
     );
     std::thread::sleep(Duration::from_millis(300));
-    let producer = role_pid(&sc.name, Role::Producer);
+    let producer = role_pid(&sc.name, "producer");
     signal(producer, libc::SIGKILL);
     let (status, log) = bg.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(3), "{log}");
@@ -233,7 +240,7 @@ fn leftovers_of_a_handed_off_run_are_removed() {
     let (run, control) = make_run(&sc, Some(&img), Some(&s));
     drop(ImageSegments::create(&run, &img).unwrap());
     drop(StreamSegments::create(&run, &s).unwrap());
-    control.set_phase(Phase::HandedOff);
+    control.control.set_phase(RunPhase::HandedOff);
     for part in forkring::image::layout::PARTS {
         forkring::shm::segment::unlink(&run.segment(part)).unwrap();
     }

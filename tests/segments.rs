@@ -131,7 +131,8 @@ fn garbage_and_uninitialised_segments_are_refused() {
     std::fs::write(path(&r), vec![0u8; 4096]).unwrap();
     let e = open(&r, &spec(4096, 1)).unwrap_err();
     assert!(matches!(e, OpenError::NotInitialized { .. }), "{e}");
-    assert!(e.to_string().contains("forkring clean"));
+    // The library's message is neutral; the command line adds what to do.
+    assert!(operator_message(e.into(), &r).contains("forkring clean"));
     // Too small for a header.
     std::fs::write(path(&r), vec![0u8; 10]).unwrap();
     assert!(matches!(
@@ -144,6 +145,12 @@ fn garbage_and_uninitialised_segments_are_refused() {
     ));
 }
 
+/// What the operator reads for a segment error of run `r`.
+fn operator_message(e: forkring::shm::SegmentsError, r: &RunName) -> String {
+    let e = forkring::error::Error::Job(forkring::job::JobError::Segments(e));
+    forkring::cli::report(e, Some(r)).message
+}
+
 #[test]
 fn more_than_dev_shm_has_fails_cleanly_at_creation() {
     let r = run("nospace");
@@ -154,7 +161,7 @@ fn more_than_dev_shm_has_fails_cleanly_at_creation() {
         CreateError::NoSpace { needed, .. } => assert_eq!(*needed, too_big),
         other => panic!("{other:?}"),
     }
-    let msg = e.to_string();
+    let msg = operator_message(e.into(), &r);
     assert!(
         msg.contains("needs") && msg.contains("free") && msg.contains("--shm-size"),
         "{msg}"

@@ -99,7 +99,7 @@ fn noise_dropouts_are_detected_exactly() {
     assert_eq!(produced, 6000);
     assert_eq!(produced, received + dropped, "{s}");
     assert_eq!(
-        s["extrapolated"], s["dropped"],
+        s["filled"], s["dropped"],
         "every dropout filled exactly once: {s}"
     );
     assert_eq!(
@@ -117,10 +117,7 @@ fn noise_dropouts_are_detected_exactly() {
     let lines = jsonl(sc.dir.path());
     assert_eq!(lines.len() as u64, s["batches"].as_u64().unwrap());
     let rx: u64 = lines.iter().map(|l| l["received"].as_u64().unwrap()).sum();
-    let ex: u64 = lines
-        .iter()
-        .map(|l| l["extrapolated"].as_u64().unwrap())
-        .sum();
+    let ex: u64 = lines.iter().map(|l| l["filled"].as_u64().unwrap()).sum();
     assert_eq!((rx, ex), (received, dropped));
     assert_eq!(lines.last().unwrap()["last_seq"], 5999);
     assert!(segments_of(&sc.name).is_empty());
@@ -252,10 +249,7 @@ fn sigkill_of_producer_and_consumer_loses_nothing() {
         assert_eq!(s["produced"].as_u64(), Some(400_000), "{s}");
         assert_eq!(s["received"].as_u64(), Some(400_000), "{s}");
         assert_eq!(s["dropped"], 0);
-        assert_eq!(
-            s["extrapolated"], 0,
-            "a killed role must not create gaps: {s}"
-        );
+        assert_eq!(s["filled"], 0, "a killed role must not create gaps: {s}");
         assert_eq!(s["duplicates"], 0, "{s}");
         assert_eq!(s["conservation_ok"], true);
         assert_eq!(

@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use forkring::supervisor::role::Role;
 
 #[test]
 fn killed_role_is_restarted_and_the_run_completes() {
@@ -18,7 +17,7 @@ fn killed_role_is_restarted_and_the_run_completes() {
         "{}",
         bg.log()
     );
-    let ping = role_pid(&sc.name, Role::Ping);
+    let ping = role_pid(&sc.name, "ping");
     signal(ping, libc::SIGKILL);
     let (status, log) = bg.wait(Duration::from_secs(300));
     assert!(status.success(), "{log}");

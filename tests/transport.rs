@@ -97,7 +97,7 @@ fn turn_makes_a_million_handoffs() {
         "transport",
         "--only",
         "turn-spin",
-        "--handoffs",
+        "--passes",
         "1000000",
         "--json",
     ]);
@@ -105,9 +105,9 @@ fn turn_makes_a_million_handoffs() {
     assert_eq!(lines.len(), 1, "{out}");
     let l = &lines[0];
     assert_eq!(l["mechanism"], "turn-spin");
-    assert_eq!(l["kind"], "handoff");
+    assert_eq!(l["kind"], "latency");
     assert_eq!(l["count"], 1_000_000);
-    assert!(l["handoff_ns"].as_f64().unwrap() > 0.0);
+    assert!(l["latency_ns"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn quick_run_shows_every_mechanism() {
     let out = run_ok(&[
         "bench",
         "transport",
-        "--handoffs",
+        "--passes",
         "2000",
         "--messages",
         "20000",
@@ -125,17 +125,17 @@ fn quick_run_shows_every_mechanism() {
     let rows: Vec<Vec<&str>> = out
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|w| w.len() >= 2 && (w[1] == "handoff" || w[1] == "throughput"))
+        .filter(|w| w.len() >= 2 && (w[1] == "latency" || w[1] == "throughput"))
         .collect();
     let names: Vec<(&str, &str)> = rows.iter().map(|w| (w[0], w[1])).collect();
     assert_eq!(
         names,
         [
-            ("turn-spin", "handoff"),
-            ("turn-sleep", "handoff"),
-            ("pipe", "handoff"),
-            ("socket", "handoff"),
-            ("eventfd", "handoff"),
+            ("turn-spin", "latency"),
+            ("turn-sleep", "latency"),
+            ("pipe", "latency"),
+            ("socket", "latency"),
+            ("eventfd", "latency"),
             ("ring", "throughput"),
             ("pipe", "throughput"),
             ("socket", "throughput"),
@@ -143,7 +143,7 @@ fn quick_run_shows_every_mechanism() {
         "{out}"
     );
     for w in &rows {
-        let count = if w[1] == "handoff" { "2,000" } else { "20,000" };
+        let count = if w[1] == "latency" { "2,000" } else { "20,000" };
         assert_eq!(w[2], count, "{out}");
         assert!(w.last().unwrap().ends_with('x'), "ratio missing: {out}");
     }
@@ -157,7 +157,7 @@ fn json_ratios_are_relative_to_the_pipe() {
         "transport",
         "--only",
         "pipe,eventfd",
-        "--handoffs",
+        "--passes",
         "1000",
         "--messages",
         "5000",
@@ -176,15 +176,15 @@ fn json_ratios_are_relative_to_the_pipe() {
     assert_eq!(
         mechs,
         [
-            ("pipe", "handoff"),
-            ("eventfd", "handoff"),
+            ("pipe", "latency"),
+            ("eventfd", "latency"),
             ("pipe", "throughput")
         ]
     );
     assert_eq!(lines[0]["ratio_to_pipe"], 1.0);
     assert_eq!(lines[2]["ratio_to_pipe"], 1.0);
     let expect =
-        lines[0]["handoff_ns"].as_f64().unwrap() / lines[1]["handoff_ns"].as_f64().unwrap();
+        lines[0]["latency_ns"].as_f64().unwrap() / lines[1]["latency_ns"].as_f64().unwrap();
     let got = lines[1]["ratio_to_pipe"].as_f64().unwrap();
     assert!(
         (got - expect).abs() < 1e-9 * expect.max(1.0),
@@ -229,7 +229,7 @@ fn sigint_removes_segments_and_kills_the_peer() {
         "transport",
         "--only",
         "turn-sleep",
-        "--handoffs",
+        "--passes",
         "1000000000",
     ]);
     let pid = child.id();

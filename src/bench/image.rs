@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::error::{CmdResult, Failure};
+use super::BenchError;
+use crate::image::ImageSettings;
 use crate::image::layout::{self, ImageSegments};
 use crate::image::step::Stepper;
-use crate::settings::{ImageSettings, RunSettings};
+use crate::settings::RunSettings;
 use crate::shm::RunName;
 use crate::shm::turn::Party;
-use crate::supervisor::role::Role;
 
 use super::minirun::MiniRun;
 use super::{Machine, SegmentGuard, best_of, install_interrupt_handler, thousands};
@@ -58,7 +58,7 @@ fn bench_run(tag: &str) -> RunName {
 }
 
 /// Seconds for one process to paint a `w`x`h` image alone.
-pub fn solo(w: u32, h: u32) -> Result<f64, Failure> {
+pub fn solo(w: u32, h: u32) -> Result<f64, BenchError> {
     let run = bench_run("solo");
     let settings = ImageSettings {
         width: w,
@@ -81,11 +81,16 @@ pub fn solo(w: u32, h: u32) -> Result<f64, Failure> {
         st.prefetch_far(s + SOLO_FAR);
         st.prefetch_near(s + SOLO_NEAR);
         let party = if s % 2 == 0 { Party::Even } else { Party::Odd };
-        st.step(party, s)?;
+        let token = v
+            .ctl
+            .turn
+            .try_take(party, n)
+            .ok_or_else(|| BenchError::failed("solo benchmark lost the turn"))?;
+        st.step(token)?;
     }
     let secs = start.elapsed().as_secs_f64();
     if v.ctl.turn.seq() != n {
-        return Err(Failure::runtime(
+        return Err(BenchError::failed(
             "solo benchmark ended before the image was complete",
         ));
     }
@@ -94,7 +99,7 @@ pub fn solo(w: u32, h: u32) -> Result<f64, Failure> {
 
 /// Seconds for ping and pong (real processes) to paint a `w`x`h` image
 /// taking turns, from just before iteration 0 to just after the last.
-pub fn alternating(w: u32, h: u32) -> Result<f64, Failure> {
+pub fn alternating(w: u32, h: u32) -> Result<f64, BenchError> {
     let run = bench_run(&format!("alt{w}x{h}"));
     let image = ImageSettings {
         width: w,
@@ -103,15 +108,14 @@ pub fn alternating(w: u32, h: u32) -> Result<f64, Failure> {
     };
     let settings = RunSettings {
         out: std::env::temp_dir(),
-        image: Some(image.clone()),
-        stream: None,
+        jobs: vec![Box::new(image.clone())],
     };
     let mini = MiniRun::create(run, &settings, &layout::PARTS)?;
     let segs = ImageSegments::create(mini.run(), &image)?;
-    mini.run_roles(&[Role::Ping, Role::Pong], Duration::from_secs(600), || {})?;
+    mini.run_roles(&mini.roles(), Duration::from_secs(600), || {})?;
     let v = segs.view()?;
     if v.ctl.turn.seq() != v.n {
-        return Err(Failure::runtime(
+        return Err(BenchError::failed(
             "alternating benchmark ended before the image was complete",
         ));
     }
@@ -120,7 +124,7 @@ pub fn alternating(w: u32, h: u32) -> Result<f64, Failure> {
         v.ctl.timing.last_step_ns.get(),
     );
     if t1 <= t0 {
-        return Err(Failure::runtime("the roles recorded no timing"));
+        return Err(BenchError::failed("the roles recorded no timing"));
     }
     Ok((t1 - t0) as f64 / 1e9)
 }
@@ -130,10 +134,11 @@ fn per_it_ns(secs: f64, n: u64) -> f64 {
 }
 
 /// `forkring bench image`.
-pub fn run(opts: &Options) -> CmdResult {
+pub fn run(opts: &Options) -> Result<(), BenchError> {
+    let (w, h) = opts.size;
+    crate::image::settings::check_size(w, h).map_err(BenchError::Usage)?;
     install_interrupt_handler()?;
     let machine = Machine::detect();
-    let (w, h) = opts.size;
     let n = w as u64 * h as u64;
     if !opts.json {
         println!("forkring bench image: the same stepping code, solo and alternating");

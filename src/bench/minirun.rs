@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::error::Failure;
+use super::BenchError;
+use crate::control::{self, Control, ExitStatus};
+use crate::job::RoleId;
 use crate::settings::RunSettings;
 use crate::shm::RunName;
-use crate::supervisor::control::{self, Control};
-use crate::supervisor::role::{ExitStatus, Role};
+use crate::supervisor::opened::OpenRun;
 use crate::supervisor::spawn::spawn_role;
 
 use super::{SegmentGuard, register_peer, unregister_peer};
@@ -23,7 +24,7 @@ use super::{SegmentGuard, register_peer, unregister_peer};
 #[derive(Debug)]
 pub struct MiniRun {
     run: RunName,
-    control: Control,
+    open: OpenRun,
     // Dropped after `control` is unmapped: removes every segment.
     _guards: Vec<SegmentGuard>,
 }
@@ -35,13 +36,14 @@ impl MiniRun {
         run: RunName,
         settings: &RunSettings,
         parts: &[&str],
-    ) -> Result<MiniRun, Failure> {
+    ) -> Result<MiniRun, BenchError> {
         let mut guards = vec![SegmentGuard::new(&run, control::PART)];
         guards.extend(parts.iter().map(|p| SegmentGuard::new(&run, p)));
-        let control = Control::create(&run, settings)?;
+        let open = OpenRun::create(&run, settings)
+            .map_err(|e| BenchError::failed(format!("cannot create run {run}: {e}")))?;
         Ok(MiniRun {
             run,
-            control,
+            open,
             _guards: guards,
         })
     }
@@ -53,7 +55,12 @@ impl MiniRun {
 
     /// The control segment.
     pub fn control(&self) -> &Control {
-        &self.control
+        &self.open.control
+    }
+
+    /// Every role of the run, in slot order.
+    pub fn roles(&self) -> Vec<RoleId> {
+        self.open.roles.iter().copied().collect()
     }
 
     /// Starts `roles` (real role processes) and waits until all exit,
@@ -61,12 +68,12 @@ impl MiniRun {
     /// run exceeds `limit`.
     pub fn run_roles(
         &self,
-        roles: &[Role],
+        roles: &[RoleId],
         limit: Duration,
         mut tick: impl FnMut(),
-    ) -> Result<(), Failure> {
-        let mut live: Vec<(Role, u32)> = Vec::new();
-        let kill_all = |live: &[(Role, u32)]| {
+    ) -> Result<(), BenchError> {
+        let mut live: Vec<(RoleId, u32)> = Vec::new();
+        let kill_all = |live: &[(RoleId, u32)]| {
             for (_, pid) in live {
                 let _ = nix::sys::signal::kill(
                     Pid::from_raw(*pid as i32),
@@ -75,14 +82,14 @@ impl MiniRun {
             }
         };
         for &r in roles {
-            match spawn_role(r, &self.run) {
+            match spawn_role(&r, &self.run) {
                 Ok(pid) => {
                     register_peer(pid);
                     live.push((r, pid));
                 }
                 Err(e) => {
                     kill_all(&live);
-                    return Err(Failure::runtime(format!("cannot start {r}: {e}")));
+                    return Err(BenchError::failed(format!("cannot start {r}: {e}")));
                 }
             }
         }
@@ -129,7 +136,10 @@ impl MiniRun {
         }
         match failure {
             None => Ok(()),
-            Some(f) => Err(Failure::runtime(format!("benchmark run {}: {f}", self.run))),
+            Some(f) => Err(BenchError::failed(format!(
+                "benchmark run {}: {f}",
+                self.run
+            ))),
         }
     }
 }

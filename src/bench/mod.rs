@@ -7,14 +7,14 @@
 //! parent is an ordinary short-lived command, unlike the supervisor, which
 //! reads its signals from a signalfd).
 //!
-//! - [`transport`]: handoff latency and message throughput, forkring's
+//! - [`transport`]: pass latency and message throughput, forkring's
 //!   primitives against pipes, unix sockets and eventfds.
 //! - [`image`]: the image job's stepping, solo and alternating, and the
 //!   reference's size table.
 //! - [`stream`]: the stream job against generation alone and against the
 //!   same pipeline over a pipe and a unix socket; CPU at 1 kHz.
 //! - [`minirun`]: a run's segments and real role processes, without the
-//!   supervisor's display and handoff, for the job benchmarks.
+//!   supervisor's display and pass, for the job benchmarks.
 //! - [`peer`]: the `bench-peer` side of every measurement.
 
 pub mod image;
@@ -35,9 +35,79 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
-use crate::error::{EXIT_INTERRUPTED, Failure};
+use crate::error::EXIT_INTERRUPTED;
 use crate::shm::RunName;
 use crate::shm::segment;
+
+/// Why a benchmark failed. Typed like every library error; the command line
+/// picks the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad arguments (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A measurement failed, in the bench's own words.
+    #[error("{0}")]
+    Failed(String),
+    /// SIGINT or SIGTERM.
+    #[error("interrupted; bench peer killed and bench segments removed")]
+    Interrupted,
+    /// A job's code failed.
+    #[error(transparent)]
+    Job(#[from] crate::job::JobError),
+    /// A segment.
+    #[error(transparent)]
+    Segments(#[from] crate::shm::SegmentsError),
+    /// The control segment.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// A result file.
+    #[error(transparent)]
+    Output(#[from] crate::outfile::OutputError),
+}
+
+impl BenchError {
+    /// A measurement failure.
+    pub fn failed(msg: impl Into<String>) -> Self {
+        BenchError::Failed(msg.into())
+    }
+    /// A usage error.
+    pub fn usage(msg: impl Into<String>) -> Self {
+        BenchError::Usage(msg.into())
+    }
+    /// Whether it is a usage error.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, BenchError::Usage(_))
+    }
+}
+
+macro_rules! via_segments {
+    ($($t:ty),*) => {$(
+        impl From<$t> for BenchError {
+            fn from(e: $t) -> Self {
+                BenchError::Segments(e.into())
+            }
+        }
+    )*};
+}
+via_segments!(
+    crate::shm::RingError,
+    crate::shm::CreateError,
+    crate::shm::OpenError,
+    crate::shm::segment::OutOfBounds
+);
+
+impl From<crate::image::step::StepError> for BenchError {
+    fn from(e: crate::image::step::StepError) -> Self {
+        BenchError::Job(e.into())
+    }
+}
+
+impl From<crate::stream::consumer::ConsumerError> for BenchError {
+    fn from(e: crate::stream::consumer::ConsumerError) -> Self {
+        BenchError::Job(e.into())
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Cleanup on every exit path
@@ -61,12 +131,12 @@ fn cleanup() -> MutexGuard<'static, Cleanup> {
 
 /// Installs (once per process) a SIGINT/SIGTERM/SIGHUP handler that kills
 /// the bench peers, removes the bench segments and exits with code 130.
-pub fn install_interrupt_handler() -> Result<(), Failure> {
+pub fn install_interrupt_handler() -> Result<(), BenchError> {
     static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
     INSTALLED
         .get_or_init(|| ctrlc::set_handler(on_interrupt).map_err(|e| e.to_string()))
         .clone()
-        .map_err(|e| Failure::runtime(format!("cannot install the SIGINT/SIGTERM handler: {e}")))
+        .map_err(|e| BenchError::failed(format!("cannot install the SIGINT/SIGTERM handler: {e}")))
 }
 
 fn on_interrupt() {
@@ -205,7 +275,7 @@ impl PeerProcess {
         args: &[String],
         inherit: &[BorrowedFd<'_>],
         poke: Option<Poke>,
-    ) -> Result<PeerProcess, Failure> {
+    ) -> Result<PeerProcess, BenchError> {
         let mut cmd = Command::new(&launcher.exe);
         cmd.arg0("forkring")
             .arg("bench-peer")
@@ -246,7 +316,7 @@ impl PeerProcess {
         let (child, pid) = {
             let mut c = cleanup();
             let child = cmd.spawn().map_err(|e| {
-                Failure::runtime(format!(
+                BenchError::failed(format!(
                     "cannot start the bench peer {}: {e}",
                     launcher.exe.display()
                 ))
@@ -336,7 +406,7 @@ impl PeerProcess {
     }
 
     /// The failure of a peer that exited with `st`.
-    fn failure(&mut self, st: ExitStatus, context: &str) -> Failure {
+    fn failure(&mut self, st: ExitStatus, context: &str) -> BenchError {
         let err = Self::read_stream(self.child.stderr.as_mut());
         let err = err
             .lines()
@@ -355,22 +425,22 @@ impl PeerProcess {
             _ => "ended".to_string(),
         };
         if err.is_empty() {
-            Failure::runtime(format!("bench peer ({}) {how} {context}", self.what))
+            BenchError::failed(format!("bench peer ({}) {how} {context}", self.what))
         } else {
-            Failure::runtime(format!("bench peer ({}) {how} {context}: {err}", self.what))
+            BenchError::failed(format!("bench peer ({}) {how} {context}: {err}", self.what))
         }
     }
 
     /// Called by a side that has waited [`IDLE_CHECK`] without progress;
     /// `idles` counts such calls for the current wait. Fails if the peer
     /// died or made no progress for [`MAX_IDLE_CHECKS`] checks.
-    pub fn idle(&mut self, idles: &mut u32) -> Result<(), Failure> {
+    pub fn idle(&mut self, idles: &mut u32) -> Result<(), BenchError> {
         *idles += 1;
         if let Some(st) = self.try_reap() {
             return Err(self.failure(st, "before the measurement was complete"));
         }
         if *idles >= MAX_IDLE_CHECKS {
-            return Err(Failure::runtime(format!(
+            return Err(BenchError::failed(format!(
                 "bench peer ({}) made no progress for {} s; is the machine overloaded or the peer stopped?",
                 self.what,
                 (IDLE_CHECK * MAX_IDLE_CHECKS).as_secs()
@@ -381,12 +451,12 @@ impl PeerProcess {
 
     /// The failure to report when the peer closed its end early (end of
     /// file, or a poke): it died or is dying, so wait for it and say why.
-    pub fn gone(&mut self) -> Failure {
+    pub fn gone(&mut self) -> BenchError {
         match self.wait_exit(Duration::from_secs(5)) {
             Some(st) => self.failure(st, "before the measurement was complete"),
             None => {
                 self.kill_and_reap();
-                Failure::runtime(format!(
+                BenchError::failed(format!(
                     "bench peer ({}) closed its end early but did not exit",
                     self.what
                 ))
@@ -396,12 +466,12 @@ impl PeerProcess {
 
     /// Waits for the peer to exit and returns its report (stdout), or its
     /// failure.
-    pub fn finish(mut self) -> Result<String, Failure> {
+    pub fn finish(mut self) -> Result<String, BenchError> {
         let st = match self.wait_exit(Duration::from_secs(10)) {
             Some(st) => st,
             None => {
                 self.kill_and_reap();
-                return Err(Failure::runtime(format!(
+                return Err(BenchError::failed(format!(
                     "bench peer ({}) did not exit within 10 s after the measurement",
                     self.what
                 )));
@@ -423,11 +493,11 @@ impl Drop for PeerProcess {
 /// Makes an owned descriptor from a number inherited from the bench parent
 /// (`--fd N` of `bench-peer`), after checking that it is open and not a
 /// standard stream.
-pub fn inherited_fd(fd: RawFd) -> Result<OwnedFd, Failure> {
+pub fn inherited_fd(fd: RawFd) -> Result<OwnedFd, BenchError> {
     use std::os::fd::FromRawFd;
     // SAFETY: F_GETFD only queries the descriptor's flags.
     if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Failure::usage(format!(
+        return Err(BenchError::usage(format!(
             "--fd {fd} is not an inherited descriptor (bench-peer is started by `forkring bench`)"
         )));
     }
@@ -501,8 +571,8 @@ impl Machine {
 /// A measured figure.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Figure {
-    /// One-way handoff latency in nanoseconds.
-    HandoffNs(f64),
+    /// One-way pass latency in nanoseconds.
+    LatencyNs(f64),
     /// Messages per second.
     MsgsPerS(f64),
 }
@@ -512,7 +582,7 @@ impl Figure {
     /// `base / self`, for throughput `self / base`.
     pub fn ratio_to(self, base: Figure) -> Option<f64> {
         match (self, base) {
-            (Figure::HandoffNs(x), Figure::HandoffNs(b)) if x > 0.0 => Some(b / x),
+            (Figure::LatencyNs(x), Figure::LatencyNs(b)) if x > 0.0 => Some(b / x),
             (Figure::MsgsPerS(x), Figure::MsgsPerS(b)) if b > 0.0 => Some(x / b),
             _ => None,
         }
@@ -524,9 +594,9 @@ impl Figure {
 pub struct Row {
     /// Mechanism name (`turn-spin`, `pipe`, ...).
     pub mechanism: &'static str,
-    /// `handoff` or `throughput`.
+    /// `pass` or `throughput`.
     pub kind: &'static str,
-    /// Handoffs or messages measured.
+    /// Passes or messages measured.
     pub count: u64,
     /// Measured time.
     pub seconds: f64,
@@ -551,8 +621,8 @@ pub fn thousands(n: u64) -> String {
 
 fn figure_text(f: Figure) -> String {
     match f {
-        Figure::HandoffNs(ns) if ns >= 10_000.0 => format!("{:.1} us one-way", ns / 1000.0),
-        Figure::HandoffNs(ns) => format!("{ns:.1} ns one-way"),
+        Figure::LatencyNs(ns) if ns >= 10_000.0 => format!("{:.1} us one-way", ns / 1000.0),
+        Figure::LatencyNs(ns) => format!("{ns:.1} ns one-way"),
         Figure::MsgsPerS(r) if r >= 1e6 => format!("{:.2} M msgs/s", r / 1e6),
         Figure::MsgsPerS(r) => format!("{:.1} k msgs/s", r / 1e3),
     }
@@ -617,7 +687,7 @@ pub fn print_json(machine: &Machine, rows: &[Row]) {
         o.insert("mechanism".into(), r.mechanism.into());
         o.insert("kind".into(), r.kind.into());
         match r.figure {
-            Figure::HandoffNs(ns) => o.insert("handoff_ns".into(), ns.into()),
+            Figure::LatencyNs(ns) => o.insert("latency_ns".into(), ns.into()),
             Figure::MsgsPerS(x) => o.insert("msgs_per_s".into(), x.into()),
         };
         o.insert(
@@ -646,11 +716,11 @@ mod tests {
 
     #[test]
     fn ratios_point_the_right_way() {
-        let pipe = Figure::HandoffNs(5000.0);
-        assert_eq!(Figure::HandoffNs(50.0).ratio_to(pipe), Some(100.0));
+        let pipe = Figure::LatencyNs(5000.0);
+        assert_eq!(Figure::LatencyNs(50.0).ratio_to(pipe), Some(100.0));
         let pipe = Figure::MsgsPerS(1e6);
         assert_eq!(Figure::MsgsPerS(2.5e7).ratio_to(pipe), Some(25.0));
-        assert_eq!(Figure::MsgsPerS(1.0).ratio_to(Figure::HandoffNs(1.0)), None);
+        assert_eq!(Figure::MsgsPerS(1.0).ratio_to(Figure::LatencyNs(1.0)), None);
     }
 
     #[test]

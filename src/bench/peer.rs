@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::error::{CmdResult, Failure};
+use super::BenchError;
 use crate::shm::turn::Party;
 use crate::shm::{Access, RingProducer, RunName, Segment, SpinPolicy, TimedOut, Turn};
 
 use super::transport::{
-    ByteEnd, Checksum, EventEnd, Handoff, MSG_SIZE, Mechanism, PeerReport, RING_BATCH, Stall,
-    TurnEnd, fill_message, ring_spec, ring_view, turn_spec, write_all,
+    ByteEnd, Checksum, EventEnd, MSG_SIZE, Mechanism, Pass, PeerReport, RING_BATCH, Stall, TurnEnd,
+    fill_message, ring_spec, ring_view, turn_spec, write_all,
 };
 use super::{IDLE_CHECK, MAX_IDLE_CHECKS, inherited_fd};
 
@@ -28,10 +28,10 @@ pub struct PeerArgs {
     /// The measurement
     #[arg(value_enum)]
     pub mechanism: Mechanism,
-    /// Timed handoffs, or messages to send
+    /// Timed passes, or messages to send
     #[arg(long)]
     pub count: u64,
-    /// Untimed handoffs before the timed ones
+    /// Untimed passes before the timed ones
     #[arg(long, default_value_t = 0)]
     pub warmup: u64,
     /// Run whose bench segments to open (turn, ring)
@@ -53,23 +53,23 @@ pub struct PeerArgs {
 const OPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs the peer side and prints its report.
-pub fn run(args: &PeerArgs) -> CmdResult {
+pub fn run(args: &PeerArgs) -> Result<(), BenchError> {
     let report = match args.mechanism {
         Mechanism::TurnSpin | Mechanism::TurnSleep => turn(args)?,
         Mechanism::Pipe => {
             let [rx, tx] = fds::<2>(args)?;
-            handoffs(&mut ByteEnd { rx, tx }, args)?
+            passes(&mut ByteEnd { rx, tx }, args)?
         }
         Mechanism::Socket => {
             let [sock] = fds::<1>(args)?;
             let tx = sock
                 .try_clone()
-                .map_err(|e| Failure::runtime(format!("dup: {e}")))?;
-            handoffs(&mut ByteEnd { rx: sock, tx }, args)?
+                .map_err(|e| BenchError::failed(format!("dup: {e}")))?;
+            passes(&mut ByteEnd { rx: sock, tx }, args)?
         }
         Mechanism::Eventfd => {
             let [rx, tx] = fds::<2>(args)?;
-            handoffs(&mut EventEnd { rx, tx }, args)?
+            passes(&mut EventEnd { rx, tx }, args)?
         }
         Mechanism::Ring => ring(args)?,
         Mechanism::PipeStream | Mechanism::SocketStream if args.vectors.is_some() => {
@@ -91,13 +91,16 @@ pub fn run(args: &PeerArgs) -> CmdResult {
             }
         }
     };
-    println!("{}", serde_json::to_string(&report)?);
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("the report is plain data")
+    );
     Ok(())
 }
 
-fn fds<const N: usize>(args: &PeerArgs) -> Result<[OwnedFd; N], Failure> {
+fn fds<const N: usize>(args: &PeerArgs) -> Result<[OwnedFd; N], BenchError> {
     let raw: [i32; N] = args.fds.as_slice().try_into().map_err(|_| {
-        Failure::usage(format!(
+        BenchError::usage(format!(
             "bench-peer {} needs {N} --fd, got {}",
             args.mechanism.id(),
             args.fds.len()
@@ -108,32 +111,32 @@ fn fds<const N: usize>(args: &PeerArgs) -> Result<[OwnedFd; N], Failure> {
         out.push(inherited_fd(fd)?);
     }
     out.try_into()
-        .map_err(|_| Failure::runtime("descriptor count changed"))
+        .map_err(|_| BenchError::failed("descriptor count changed"))
 }
 
-fn run_of(args: &PeerArgs) -> Result<&RunName, Failure> {
+fn run_of(args: &PeerArgs) -> Result<&RunName, BenchError> {
     args.run
         .as_ref()
-        .ok_or_else(|| Failure::usage(format!("bench-peer {} needs --run", args.mechanism.id())))
+        .ok_or_else(|| BenchError::usage(format!("bench-peer {} needs --run", args.mechanism.id())))
 }
 
-fn handoff_total(args: &PeerArgs) -> Result<u32, Failure> {
+fn pass_total(args: &PeerArgs) -> Result<u32, BenchError> {
     let total = args.count.saturating_add(args.warmup);
-    if total % 2 != 0 || total == 0 || total > super::transport::MAX_HANDOFFS * 2 {
-        return Err(Failure::usage(format!(
+    if total % 2 != 0 || total == 0 || total > super::transport::MAX_PASSES * 2 {
+        return Err(BenchError::usage(format!(
             "bench-peer: --count + --warmup must be even and between 2 and {}, got {total}",
-            super::transport::MAX_HANDOFFS * 2
+            super::transport::MAX_PASSES * 2
         )));
     }
     Ok(total as u32)
 }
 
-fn turn(args: &PeerArgs) -> Result<PeerReport, Failure> {
+fn turn(args: &PeerArgs) -> Result<PeerReport, BenchError> {
     let run = run_of(args)?;
     let seg = Segment::open(run, &turn_spec(), Access::ReadWrite, OPEN_WAIT)?;
     let turn: &Turn = seg.body()?;
     if turn.seq() != 0 {
-        return Err(Failure::runtime(format!(
+        return Err(BenchError::failed(format!(
             "segment {}: turn is at {}, not 0: it is in use already",
             seg.name(),
             turn.seq()
@@ -144,20 +147,13 @@ fn turn(args: &PeerArgs) -> Result<PeerReport, Failure> {
     } else {
         SpinPolicy::SLEEP
     };
-    handoffs(
-        &mut TurnEnd {
-            turn,
-            party: Party::Even,
-            policy,
-        },
-        args,
-    )
+    passes(&mut TurnEnd::new(turn, Party::Even, policy), args)
 }
 
-/// The peer's side of a handoff measurement: it makes the odd handoffs
+/// The peer's side of a pass measurement: it makes the odd passes
 /// 1, 3, ..., total + 1; the parent makes the even ones.
-fn handoffs<H: Handoff>(h: &mut H, args: &PeerArgs) -> Result<PeerReport, Failure> {
-    let total = handoff_total(args)?;
+fn passes<H: Pass>(h: &mut H, args: &PeerArgs) -> Result<PeerReport, BenchError> {
+    let total = pass_total(args)?;
     let mut seq = 0u32;
     let mut steps = 0u64;
     loop {
@@ -176,19 +172,19 @@ fn handoffs<H: Handoff>(h: &mut H, args: &PeerArgs) -> Result<PeerReport, Failur
 }
 
 #[cold]
-fn parent_stall(s: Stall) -> Failure {
+fn parent_stall(s: Stall) -> BenchError {
     match s {
-        Stall::Idle => Failure::runtime(format!(
+        Stall::Idle => BenchError::failed(format!(
             "the bench parent made no progress for {} s",
             (IDLE_CHECK * MAX_IDLE_CHECKS).as_secs()
         )),
-        Stall::Closed => Failure::runtime("the bench parent closed its end (did it exit?)"),
+        Stall::Closed => BenchError::failed("the bench parent closed its end (did it exit?)"),
         Stall::Failed(f) => f,
     }
 }
 
 #[inline]
-fn await_parent<H: Handoff>(h: &mut H, seq: u32) -> Result<(), Failure> {
+fn await_parent<H: Pass>(h: &mut H, seq: u32) -> Result<(), BenchError> {
     let mut idles = 0;
     loop {
         match h.wait(seq) {
@@ -199,7 +195,7 @@ fn await_parent<H: Handoff>(h: &mut H, seq: u32) -> Result<(), Failure> {
     }
 }
 
-fn ring(args: &PeerArgs) -> Result<PeerReport, Failure> {
+fn ring(args: &PeerArgs) -> Result<PeerReport, BenchError> {
     let run = run_of(args)?;
     let seg = Segment::open(run, &ring_spec(), Access::ReadWrite, OPEN_WAIT)?;
     let view = ring_view(&seg)?;
@@ -244,7 +240,7 @@ fn ring(args: &PeerArgs) -> Result<PeerReport, Failure> {
 }
 
 /// Sends `n` messages, one `write(2)` of [`MSG_SIZE`] bytes each.
-fn produce_fd(fd: BorrowedFd<'_>, n: u64) -> Result<Checksum, Failure> {
+fn produce_fd(fd: BorrowedFd<'_>, n: u64) -> Result<Checksum, BenchError> {
     let mut msg = [0u8; MSG_SIZE];
     let mut sum = Checksum::default();
     for seq in 0..n {

@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::BenchError;
 use crate::clock::monotonic_ns;
-use crate::error::{CmdResult, Failure};
-use crate::settings::{Distribution, Rate, RunSettings, StreamFormat, StreamSettings};
+use crate::settings::RunSettings;
 use crate::shm::RunName;
 use crate::stream::consumer::Analyzer;
 use crate::stream::generate::Generator;
 use crate::stream::layout::{self, StreamSegments};
 use crate::stream::producer::write_slot;
 use crate::stream::state::ConsumerState;
-use crate::supervisor::role::Role;
+use crate::stream::{Distribution, Rate, StreamFormat, StreamSettings};
 
 use super::minirun::MiniRun;
 use super::transport::{
@@ -68,10 +68,10 @@ fn settings(rate: Rate, count: u64) -> StreamSettings {
 struct Scratch(std::path::PathBuf);
 
 impl Scratch {
-    fn new(tag: &str) -> Result<Scratch, Failure> {
+    fn new(tag: &str) -> Result<Scratch, BenchError> {
         let d = std::env::temp_dir().join(format!("forkring-bench-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&d)
-            .map_err(|e| Failure::runtime(format!("{}: {e}", d.display())))?;
+            .map_err(|e| BenchError::failed(format!("{}: {e}", d.display())))?;
         Ok(Scratch(d))
     }
 }
@@ -101,22 +101,17 @@ pub fn generation(count: u64) -> f64 {
 /// for `s.count` vectors; returns (seconds from start to both exits, CPU
 /// seconds of the two roles as they measured it themselves, start-up
 /// included).
-fn ring_job(s: &StreamSettings, tag: &str) -> Result<(f64, f64), Failure> {
+fn ring_job(s: &StreamSettings, tag: &str) -> Result<(f64, f64), BenchError> {
     let scratch = Scratch::new(tag)?;
     let run = RunName::new(&format!("bench-{}-{tag}", std::process::id())).expect("valid run name");
     let rs = RunSettings {
         out: scratch.0.clone(),
-        image: None,
-        stream: Some(s.clone()),
+        jobs: vec![Box::new(s.clone())],
     };
     let mini = MiniRun::create(run, &rs, &layout::PARTS)?;
     let segs = StreamSegments::create(mini.run(), s)?;
     let start = Instant::now();
-    mini.run_roles(
-        &[Role::Producer, Role::Consumer],
-        Duration::from_secs(600),
-        || {},
-    )?;
+    mini.run_roles(&mini.roles(), Duration::from_secs(600), || {})?;
     let secs = start.elapsed().as_secs_f64();
     let sc = segs.control()?;
     let cpu = (sc.stats.producer_cpu_ns.get() + sc.stats.consumer_cpu_ns.get()) as f64 / 1e9;
@@ -124,10 +119,11 @@ fn ring_job(s: &StreamSettings, tag: &str) -> Result<(f64, f64), Failure> {
     let rec = segs.consumer_record()?;
     let mut w = vec![0u64; ConsumerState::words(s.dim, s.rate_window)];
     rec.load(&mut w);
-    let st = ConsumerState::decode(&w, s.dim, s.rate_window, s.batch)?;
+    let st = ConsumerState::decode(&w, s.dim, s.rate_window, s.batch)
+        .map_err(|e| BenchError::Job(crate::job::JobError::corrupt("stream", e.to_string())))?;
     let want = s.count.unwrap_or(0);
     if p.next_seq != want || st.received != want || !st.finished || st.duplicates != 0 {
-        return Err(Failure::runtime(format!(
+        return Err(BenchError::failed(format!(
             "ring pipeline lost or duplicated vectors: produced {}, received {}, duplicates {}",
             p.next_seq, st.received, st.duplicates
         )));
@@ -155,7 +151,12 @@ pub fn sleeper_floor(seconds: f64) -> f64 {
 
 /// The producer side over a pipe or socket: `count` vectors of `dim`
 /// values, one write(2) each (run by `bench-peer`).
-pub fn produce_vectors(fd: BorrowedFd<'_>, count: u64, dim: u32, seed: u64) -> Result<(), Failure> {
+pub fn produce_vectors(
+    fd: BorrowedFd<'_>,
+    count: u64,
+    dim: u32,
+    seed: u64,
+) -> Result<(), BenchError> {
     let mut s = settings(Rate::Max, count);
     s.dim = dim;
     s.seed = seed;
@@ -165,14 +166,14 @@ pub fn produce_vectors(fd: BorrowedFd<'_>, count: u64, dim: u32, seed: u64) -> R
     for seq in 0..count {
         let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut slot)[..len];
         write_slot(bytes, seq, monotonic_ns(), &g)?;
-        write_all(fd, bytes).map_err(|_| Failure::runtime("the bench parent closed its end"))?;
+        write_all(fd, bytes).map_err(|_| BenchError::failed("the bench parent closed its end"))?;
     }
     Ok(())
 }
 
 /// The same pipeline over a pipe or a unix socket: a `bench-peer` produces,
 /// this process consumes with the `Analyzer` and writes the output file.
-fn fd_pipeline(mechanism: Mechanism, count: u64) -> Result<f64, Failure> {
+fn fd_pipeline(mechanism: Mechanism, count: u64) -> Result<f64, BenchError> {
     let scratch = Scratch::new(mechanism.id())?;
     let (ours, theirs) = if mechanism == Mechanism::PipeStream {
         pipe()?
@@ -205,7 +206,7 @@ fn fd_pipeline(mechanism: Mechanism, count: u64) -> Result<f64, Failure> {
     let path = scratch.0.join("stream.jsonl");
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&path)
-            .map_err(|e| Failure::runtime(format!("{}: {e}", path.display())))?,
+            .map_err(|e| BenchError::failed(format!("{}: {e}", path.display())))?,
     );
     let mut slot = vec![0u8; s.slot_size() as usize];
     for _ in 0..count {
@@ -219,18 +220,18 @@ fn fd_pipeline(mechanism: Mechanism, count: u64) -> Result<f64, Failure> {
         an.on_slot(&slot);
         if an.has_output() {
             out.write_all(&an.take_output())
-                .map_err(|e| Failure::runtime(format!("{}: {e}", path.display())))?;
+                .map_err(|e| BenchError::failed(format!("{}: {e}", path.display())))?;
         }
     }
     an.finish_at(count);
     out.write_all(&an.take_output())
         .and_then(|()| out.flush())
-        .map_err(|e| Failure::runtime(format!("{}: {e}", path.display())))?;
+        .map_err(|e| BenchError::failed(format!("{}: {e}", path.display())))?;
     let secs = start.elapsed().as_secs_f64();
     report_of(peer)?;
     let st = an.state();
-    if st.received != count || st.duplicates != 0 || st.extrapolated != 0 {
-        return Err(Failure::runtime(format!(
+    if st.received != count || st.duplicates != 0 || st.filled != 0 {
+        return Err(BenchError::failed(format!(
             "{} pipeline: received {} of {count} vectors",
             mechanism.name(),
             st.received
@@ -240,7 +241,7 @@ fn fd_pipeline(mechanism: Mechanism, count: u64) -> Result<f64, Failure> {
 }
 
 /// `forkring bench stream`.
-pub fn run(opts: &Options) -> CmdResult {
+pub fn run(opts: &Options) -> Result<(), BenchError> {
     install_interrupt_handler()?;
     let machine = Machine::detect();
     let n = opts.count;
@@ -256,7 +257,7 @@ pub fn run(opts: &Options) -> CmdResult {
         );
     }
     let r = opts.repeat;
-    let gen_rate = n as f64 / best_of(r, || Ok::<_, Failure>(generation(n)))?;
+    let gen_rate = n as f64 / best_of(r, || Ok::<_, BenchError>(generation(n)))?;
     let ring_rate =
         n as f64 / best_of(r, || ring_job(&settings(Rate::Max, n), "ring").map(|x| x.0))?;
     let pipe_rate = n as f64 / best_of(r, || fd_pipeline(Mechanism::PipeStream, n))?;

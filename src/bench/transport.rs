@@ -2,12 +2,12 @@
 //! control to each other and stream messages, through forkring's shm
 //! primitives and through the kernel's.
 //!
-//! - Handoff latency: the parent and a `bench-peer` process alternate; each
-//!   handoff passes control to the other process once and carries the
-//!   running handoff count, which the receiver checks. One-way latency is
-//!   the measured time divided by the number of handoffs. Mechanisms: the
+//! - Pass latency: the parent and a `bench-peer` process alternate; each
+//!   pass gives control to the other process once and carries the
+//!   running pass count, which the receiver checks. One-way latency is
+//!   the measured time divided by the number of passes. Mechanisms: the
 //!   futex [`Turn`] spinning first ([`SpinPolicy::HANDOFF`]) and sleeping at
-//!   once ([`SpinPolicy::SLEEP`]: a futex wait and wake per handoff), a pipe
+//!   once ([`SpinPolicy::SLEEP`]: a futex wait and wake per pass), a pipe
 //!   pair and a unix stream socket pair (1-byte ping-pong), an eventfd pair.
 //! - Throughput: the peer sends 208-byte messages (an 8-byte sequence number
 //!   and 50 `f32`), the parent receives them, checks their order and a
@@ -26,11 +26,11 @@ use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CmdResult, Failure};
+use super::BenchError;
 use crate::shm::header::HEADER_SIZE;
 use crate::shm::layout::Fingerprint;
 use crate::shm::ring::RingView;
-use crate::shm::turn::{Party, TurnWait};
+use crate::shm::turn::{Party, TurnToken, TurnWait};
 use crate::shm::{
     Deadline, Ring, RingConsumer, RunName, Segment, SegmentSpec, SpinPolicy, TimedOut, Turn,
 };
@@ -44,17 +44,17 @@ use super::{Figure, IDLE_CHECK, Launcher, Machine, PeerProcess, Row, SegmentGuar
 /// What a measurement measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// One-way handoff latency.
-    Handoff,
+    /// One-way pass latency.
+    Latency,
     /// Message throughput.
     Throughput,
 }
 
 impl Kind {
-    /// `handoff` or `throughput`.
+    /// `latency` or `throughput`.
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Handoff => "handoff",
+            Kind::Latency => "latency",
             Kind::Throughput => "throughput",
         }
     }
@@ -67,17 +67,17 @@ pub enum Mechanism {
     /// Futex `Turn`, spinning before it sleeps.
     #[value(name = "turn-spin")]
     TurnSpin,
-    /// Futex `Turn`, sleeping at once: one futex wait and wake per handoff.
+    /// Futex `Turn`, sleeping at once: one futex wait and wake per pass.
     #[value(name = "turn-sleep")]
     TurnSleep,
     /// 1-byte ping-pong over two pipes.
-    #[value(name = "pipe-handoff")]
+    #[value(name = "pipe-latency")]
     Pipe,
     /// 1-byte ping-pong over a unix stream socket pair.
-    #[value(name = "socket-handoff")]
+    #[value(name = "socket-latency")]
     Socket,
     /// Ping-pong over two eventfds.
-    #[value(name = "eventfd-handoff")]
+    #[value(name = "eventfd-latency")]
     Eventfd,
     /// 208-byte messages through the shm SPSC ring.
     #[value(name = "ring")]
@@ -115,28 +115,28 @@ impl Mechanism {
         }
     }
 
-    /// A name unique among the measurements (`pipe-handoff`, `pipe-stream`).
+    /// A name unique among the measurements (`pipe-latency`, `pipe-stream`).
     pub fn id(self) -> &'static str {
         match self {
             Mechanism::TurnSpin => "turn-spin",
             Mechanism::TurnSleep => "turn-sleep",
-            Mechanism::Pipe => "pipe-handoff",
-            Mechanism::Socket => "socket-handoff",
-            Mechanism::Eventfd => "eventfd-handoff",
+            Mechanism::Pipe => "pipe-latency",
+            Mechanism::Socket => "socket-latency",
+            Mechanism::Eventfd => "eventfd-latency",
             Mechanism::Ring => "ring",
             Mechanism::PipeStream => "pipe-stream",
             Mechanism::SocketStream => "socket-stream",
         }
     }
 
-    /// Handoff or throughput.
+    /// Pass or throughput.
     pub fn kind(self) -> Kind {
         match self {
             Mechanism::TurnSpin
             | Mechanism::TurnSleep
             | Mechanism::Pipe
             | Mechanism::Socket
-            | Mechanism::Eventfd => Kind::Handoff,
+            | Mechanism::Eventfd => Kind::Latency,
             Mechanism::Ring | Mechanism::PipeStream | Mechanism::SocketStream => Kind::Throughput,
         }
     }
@@ -144,7 +144,7 @@ impl Mechanism {
     /// The pipe measurement of the same kind (the ratio's base).
     pub fn pipe_of_kind(self) -> Mechanism {
         match self.kind() {
-            Kind::Handoff => Mechanism::Pipe,
+            Kind::Latency => Mechanism::Pipe,
             Kind::Throughput => Mechanism::PipeStream,
         }
     }
@@ -166,15 +166,15 @@ impl Mechanism {
     }
 }
 
-/// Largest `--handoffs` (the turn's sequence is a `u32`).
-pub const MAX_HANDOFFS: u64 = 1 << 30;
+/// Largest `--passes` (the turn's sequence is a `u32`).
+pub const MAX_PASSES: u64 = 1 << 30;
 
 /// The measurements chosen with `--only`, in run order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection(pub Vec<Mechanism>);
 
 /// Parses `--only`: comma-separated mechanism names (`pipe` selects both
-/// pipe measurements), unique ids (`pipe-handoff`) or kinds (`handoff`,
+/// pipe measurements), unique ids (`pipe-latency`) or kinds (`latency`,
 /// `throughput`). Returns the selection in run order.
 pub fn parse_only(s: &str) -> Result<Selection, String> {
     let mut chosen = [false; Mechanism::ALL.len()];
@@ -192,8 +192,8 @@ pub fn parse_only(s: &str) -> Result<Selection, String> {
         if !hit {
             return Err(format!(
                 "unknown mechanism {word:?}; choose from turn-spin, turn-sleep, pipe, socket, eventfd, ring \
-                 (pipe and socket select both kinds; pipe-handoff, pipe-stream, socket-handoff, \
-                 socket-stream, eventfd-handoff select one), or the kinds handoff and throughput"
+                 (pipe and socket select both kinds; pipe-latency, pipe-stream, socket-latency, \
+                 socket-stream, eventfd-latency select one), or the kinds latency and throughput"
             ));
         }
     }
@@ -213,8 +213,8 @@ pub fn parse_only(s: &str) -> Result<Selection, String> {
 pub struct Options {
     /// JSON lines instead of the table.
     pub json: bool,
-    /// Handoffs per handoff measurement (default: per mechanism).
-    pub handoffs: Option<u64>,
+    /// Passes per latency measurement (default: per mechanism).
+    pub passes: Option<u64>,
     /// Messages per throughput measurement (default: per mechanism).
     pub messages: Option<u64>,
     /// Selected measurements (default: all).
@@ -298,7 +298,7 @@ pub struct Verifier {
 impl Verifier {
     /// Checks and accounts one message.
     #[inline]
-    pub fn check(&mut self, msg: &[u8; MSG_SIZE]) -> Result<(), Failure> {
+    pub fn check(&mut self, msg: &[u8; MSG_SIZE]) -> Result<(), BenchError> {
         let seq = message_seq(msg);
         if seq != self.next {
             return Err(out_of_order(seq, self.next));
@@ -320,8 +320,8 @@ impl Verifier {
 }
 
 #[cold]
-fn out_of_order(seq: u64, expected: u64) -> Failure {
-    Failure::runtime(format!(
+fn out_of_order(seq: u64, expected: u64) -> BenchError {
+    BenchError::failed(format!(
         "message {expected} arrived with sequence number {seq}: messages were lost, duplicated or reordered"
     ))
 }
@@ -329,7 +329,7 @@ fn out_of_order(seq: u64, expected: u64) -> Failure {
 /// What the peer prints on stdout when it is done (one JSON line).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct PeerReport {
-    /// Handoffs the peer made.
+    /// Passes the peer made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<u64>,
     /// Messages the peer sent.
@@ -377,14 +377,14 @@ pub fn ring_spec() -> SegmentSpec {
 }
 
 /// Creates the turn segment of `run` (sequence 0: the peer's turn).
-pub fn create_turn(run: &RunName) -> Result<(SegmentGuard, Segment), Failure> {
+pub fn create_turn(run: &RunName) -> Result<(SegmentGuard, Segment), BenchError> {
     let guard = SegmentGuard::new(run, TURN_PART);
     let seg = Segment::create(run, &turn_spec(), |_| {})?;
     Ok((guard, seg))
 }
 
 /// Creates the ring segment of `run`.
-pub fn create_ring(run: &RunName) -> Result<(SegmentGuard, Segment), Failure> {
+pub fn create_ring(run: &RunName) -> Result<(SegmentGuard, Segment), BenchError> {
     let guard = SegmentGuard::new(run, RING_PART);
     let seg = Segment::create(run, &ring_spec(), |seg| {
         if let Ok(ring) = seg.body::<Ring>() {
@@ -395,10 +395,10 @@ pub fn create_ring(run: &RunName) -> Result<(SegmentGuard, Segment), Failure> {
 }
 
 /// The validated ring of a bench ring segment.
-pub fn ring_view(seg: &Segment) -> Result<RingView<'_>, Failure> {
+pub fn ring_view(seg: &Segment) -> Result<RingView<'_>, BenchError> {
     let view = RingView::new(seg, HEADER_SIZE)?;
     if view.slot_size() != MSG_SIZE || view.capacity() != RING_CAPACITY {
-        return Err(Failure::runtime(format!(
+        return Err(BenchError::failed(format!(
             "segment {}: ring has {} slots of {} bytes, expected {RING_CAPACITY} of {MSG_SIZE}",
             seg.name(),
             view.capacity(),
@@ -409,10 +409,10 @@ pub fn ring_view(seg: &Segment) -> Result<RingView<'_>, Failure> {
 }
 
 // ---------------------------------------------------------------------------
-// Handoff ends
+// Pass ends
 // ---------------------------------------------------------------------------
 
-/// Why a handoff end could not go on.
+/// Why a pass end could not go on.
 #[derive(Debug)]
 pub enum Stall {
     /// Nothing arrived for [`IDLE_CHECK`]: check the other side.
@@ -420,15 +420,15 @@ pub enum Stall {
     /// The other side closed its end (end of file, or the parent's poke).
     Closed,
     /// A check failed or a system call did.
-    Failed(Failure),
+    Failed(BenchError),
 }
 
-/// One side of a handoff mechanism. The handoffs are numbered: handoff `s`
+/// One side of a latency mechanism. The passes are numbered: pass `s`
 /// makes the running count `s`; the peer makes the odd ones, the parent the
 /// even ones, and each side checks the number it receives.
-pub trait Handoff {
+pub trait Pass {
     /// Hands control to the other side; `seq` is the count after this
-    /// handoff.
+    /// pass.
     fn pass(&mut self, seq: u32) -> Result<(), Stall>;
     /// Waits until the other side hands control back with count `seq`.
     fn wait(&mut self, seq: u32) -> Result<(), Stall>;
@@ -443,12 +443,44 @@ pub struct TurnEnd<'a> {
     pub party: Party,
     /// How we wait.
     pub policy: SpinPolicy,
+    /// The turn, while we hold it.
+    pub token: Option<TurnToken>,
 }
 
-impl Handoff for TurnEnd<'_> {
+impl<'a> TurnEnd<'a> {
+    /// A side of `turn` for `party`, waiting per `policy`.
+    pub fn new(turn: &'a Turn, party: Party, policy: SpinPolicy) -> Self {
+        TurnEnd {
+            turn,
+            party,
+            policy,
+            token: None,
+        }
+    }
+}
+
+impl Pass for TurnEnd<'_> {
     #[inline]
     fn pass(&mut self, seq: u32) -> Result<(), Stall> {
-        self.turn.pass(seq);
+        // The first pass of the side that starts holds the turn without
+        // waiting for it.
+        let token = match self.token.take() {
+            Some(t) => t,
+            None => self.turn.try_take(self.party, u32::MAX).ok_or_else(|| {
+                Stall::Failed(BenchError::failed(format!(
+                    "turn sequence is {}, not ours: a pass was lost or duplicated",
+                    self.turn.seq()
+                )))
+            })?,
+        };
+        if token.seq().wrapping_add(1) != seq {
+            return Err(Stall::Failed(BenchError::failed(format!(
+                "turn sequence is {}, expected {}: a pass was lost or duplicated",
+                token.seq(),
+                seq.wrapping_sub(1)
+            ))));
+        }
+        self.turn.pass(token);
         Ok(())
     }
 
@@ -460,17 +492,24 @@ impl Handoff for TurnEnd<'_> {
             self.policy,
             Deadline::After(IDLE_CHECK),
         ) {
-            Ok(TurnWait::Mine(s) | TurnWait::GaveUp(s)) if s == seq => Ok(()),
-            Ok(TurnWait::Mine(s) | TurnWait::GaveUp(s)) => Err(Stall::Failed(Failure::runtime(
-                format!("turn sequence is {s}, expected {seq}: a handoff was lost or duplicated"),
-            ))),
+            Ok(TurnWait::Mine(t)) if t.seq() == seq => {
+                self.token = Some(t);
+                Ok(())
+            }
+            Ok(TurnWait::Mine(t)) => Err(Stall::Failed(BenchError::failed(format!(
+                "turn sequence is {}, expected {seq}: a pass was lost or duplicated",
+                t.seq()
+            )))),
+            Ok(TurnWait::GaveUp(s)) => Err(Stall::Failed(BenchError::failed(format!(
+                "turn sequence is {s}, expected {seq}: a pass was lost or duplicated"
+            )))),
             Err(TimedOut(_)) => Err(Stall::Idle),
         }
     }
 }
 
 /// A side of a 1-byte ping-pong over a pipe pair or a socket (the byte is
-/// the handoff count modulo 256).
+/// the pass count modulo 256).
 #[derive(Debug)]
 pub struct ByteEnd {
     /// Where the other side's bytes arrive.
@@ -479,7 +518,7 @@ pub struct ByteEnd {
     pub tx: OwnedFd,
 }
 
-impl Handoff for ByteEnd {
+impl Pass for ByteEnd {
     #[inline]
     fn pass(&mut self, seq: u32) -> Result<(), Stall> {
         write_all(self.tx.as_fd(), &[seq as u8])
@@ -490,8 +529,8 @@ impl Handoff for ByteEnd {
         let mut b = [0u8; 1];
         read_exact(self.rx.as_fd(), &mut b)?;
         if b[0] != seq as u8 {
-            return Err(Stall::Failed(Failure::runtime(format!(
-                "handoff {seq} carried byte {}, expected {}: a handoff was lost or duplicated",
+            return Err(Stall::Failed(BenchError::failed(format!(
+                "pass {seq} carried byte {}, expected {}: a pass was lost or duplicated",
                 b[0], seq as u8
             ))));
         }
@@ -503,7 +542,7 @@ impl Handoff for ByteEnd {
 /// returns.
 const POISON: u64 = 1 << 62;
 
-/// A side of a ping-pong over two eventfds (the value is the handoff count).
+/// A side of a ping-pong over two eventfds (the value is the pass count).
 #[derive(Debug)]
 pub struct EventEnd {
     /// The eventfd the other side writes.
@@ -512,7 +551,7 @@ pub struct EventEnd {
     pub tx: OwnedFd,
 }
 
-impl Handoff for EventEnd {
+impl Pass for EventEnd {
     #[inline]
     fn pass(&mut self, seq: u32) -> Result<(), Stall> {
         write_all(self.tx.as_fd(), &u64::from(seq).to_ne_bytes())
@@ -528,8 +567,8 @@ impl Handoff for EventEnd {
         } else if v >= POISON {
             Err(Stall::Closed)
         } else {
-            Err(Stall::Failed(Failure::runtime(format!(
-                "eventfd handoff {seq} carried {v}: a handoff was lost or duplicated"
+            Err(Stall::Failed(BenchError::failed(format!(
+                "eventfd pass {seq} carried {v}: a pass was lost or duplicated"
             ))))
         }
     }
@@ -544,7 +583,7 @@ pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<(), Stall> {
             Ok(n) => buf = &buf[n..],
             Err(Errno::EINTR) => {}
             Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(Stall::Closed),
-            Err(e) => return Err(Stall::Failed(Failure::runtime(format!("write: {e}")))),
+            Err(e) => return Err(Stall::Failed(BenchError::failed(format!("write: {e}")))),
         }
     }
     Ok(())
@@ -560,35 +599,35 @@ pub fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Stall> {
             Ok(n) => got += n,
             Err(Errno::EINTR) => {}
             Err(Errno::ECONNRESET) => return Err(Stall::Closed),
-            Err(e) => return Err(Stall::Failed(Failure::runtime(format!("read: {e}")))),
+            Err(e) => return Err(Stall::Failed(BenchError::failed(format!("read: {e}")))),
         }
     }
     Ok(())
 }
 
 /// A pipe, both ends close-on-exec.
-pub fn pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), BenchError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Failure::runtime(format!("pipe2: {e}")))
+        .map_err(|e| BenchError::failed(format!("pipe2: {e}")))
 }
 
 /// A unix stream socket pair, close-on-exec.
-pub fn stream_pair() -> Result<(OwnedFd, OwnedFd), Failure> {
+pub fn stream_pair() -> Result<(OwnedFd, OwnedFd), BenchError> {
     socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| Failure::runtime(format!("socketpair: {e}")))
+    .map_err(|e| BenchError::failed(format!("socketpair: {e}")))
 }
 
 /// A blocking eventfd, close-on-exec.
-pub fn eventfd() -> Result<OwnedFd, Failure> {
+pub fn eventfd() -> Result<OwnedFd, BenchError> {
     // SAFETY: eventfd takes no pointers; it returns a new descriptor or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
-        return Err(Failure::runtime(format!(
+        return Err(BenchError::failed(format!(
             "eventfd: {}",
             std::io::Error::last_os_error()
         )));
@@ -597,9 +636,9 @@ pub fn eventfd() -> Result<OwnedFd, Failure> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn dup(fd: &OwnedFd) -> Result<OwnedFd, Failure> {
+fn dup(fd: &OwnedFd) -> Result<OwnedFd, BenchError> {
     fd.try_clone()
-        .map_err(|e| Failure::runtime(format!("dup: {e}")))
+        .map_err(|e| BenchError::failed(format!("dup: {e}")))
 }
 
 // ---------------------------------------------------------------------------
@@ -611,9 +650,9 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, Failure> {
 pub struct Measurement {
     /// What was measured.
     pub mechanism: Mechanism,
-    /// Handoffs timed, or messages sent.
+    /// Passes timed, or messages sent.
     pub count: u64,
-    /// Time of the timed handoffs, or from the first message's arrival to
+    /// Time of the timed passes, or from the first message's arrival to
     /// the last one's (covering `count - 1` messages).
     pub elapsed: Duration,
 }
@@ -623,44 +662,44 @@ impl Measurement {
     pub fn figure(&self) -> Figure {
         let secs = self.elapsed.as_secs_f64();
         match self.mechanism.kind() {
-            Kind::Handoff => Figure::HandoffNs(secs * 1e9 / self.count as f64),
+            Kind::Latency => Figure::LatencyNs(secs * 1e9 / self.count as f64),
             Kind::Throughput => Figure::MsgsPerS((self.count - 1) as f64 / secs),
         }
     }
 }
 
-/// Handoff counts are even (the parent starts and ends the timed span on
+/// Pass counts are even (the parent starts and ends the timed span on
 /// its own turn), at least 2.
-pub fn even_handoffs(n: u64) -> u64 {
+pub fn even_passes(n: u64) -> u64 {
     n.max(2).div_ceil(2) * 2
 }
 
-/// Untimed handoffs before the timed ones: a tenth of them, at most 10,000,
+/// Untimed passes before the timed ones: a tenth of them, at most 10,000,
 /// even.
 fn warmup_for(n: u64) -> u64 {
     (n / 10).min(10_000) / 2 * 2
 }
 
-/// Measures `mechanism` with `count` handoffs (rounded up to even) or
+/// Measures `mechanism` with `count` passes (rounded up to even) or
 /// messages (at least 2), with a peer started by `launcher`.
 pub fn measure(
     mechanism: Mechanism,
     count: u64,
     launcher: &Launcher,
-) -> Result<Measurement, Failure> {
+) -> Result<Measurement, BenchError> {
     let (elapsed, count) = match mechanism.kind() {
-        Kind::Handoff => {
-            let n = even_handoffs(count);
-            if n > MAX_HANDOFFS {
-                return Err(Failure::usage(format!(
-                    "--handoffs {count} is more than the {MAX_HANDOFFS} a turn can count"
+        Kind::Latency => {
+            let n = even_passes(count);
+            if n > MAX_PASSES {
+                return Err(BenchError::usage(format!(
+                    "--passes {count} is more than the {MAX_PASSES} a turn can count"
                 )));
             }
-            (measure_handoffs(mechanism, n, warmup_for(n), launcher)?, n)
+            (measure_latency(mechanism, n, warmup_for(n), launcher)?, n)
         }
         Kind::Throughput => {
             if count < 2 {
-                return Err(Failure::usage(
+                return Err(BenchError::usage(
                     "--messages must be at least 2 (throughput is timed between the first and the last)",
                 ));
             }
@@ -674,7 +713,7 @@ pub fn measure(
     })
 }
 
-pub(crate) fn report_of(peer: PeerProcess) -> Result<PeerReport, Failure> {
+pub(crate) fn report_of(peer: PeerProcess) -> Result<PeerReport, BenchError> {
     let out = peer.finish()?;
     let line = out
         .lines()
@@ -682,7 +721,7 @@ pub(crate) fn report_of(peer: PeerProcess) -> Result<PeerReport, Failure> {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
     serde_json::from_str(line).map_err(|e| {
-        Failure::runtime(format!(
+        BenchError::failed(format!(
             "bench peer printed {line:?} instead of its report: {e}"
         ))
     })
@@ -704,12 +743,12 @@ pub(crate) fn fd_args(fds: &[&OwnedFd]) -> Vec<String> {
         .collect()
 }
 
-fn measure_handoffs(
+fn measure_latency(
     mechanism: Mechanism,
     n: u64,
     warm: u64,
     launcher: &Launcher,
-) -> Result<Duration, Failure> {
+) -> Result<Duration, BenchError> {
     let warm_arg = ["--warmup".to_string(), warm.to_string()];
     let (n32, warm32) = (n as u32, warm as u32);
     let (elapsed, report) = match mechanism {
@@ -731,16 +770,12 @@ fn measure_handoffs(
             } else {
                 SpinPolicy::SLEEP
             };
-            let mut end = TurnEnd {
-                turn,
-                party: Party::Odd,
-                policy,
-            };
-            let elapsed = drive_handoffs(&mut end, warm32, n32, &mut peer)?;
+            let mut end = TurnEnd::new(turn, Party::Odd, policy);
+            let elapsed = drive_passes(&mut end, warm32, n32, &mut peer)?;
             let report = report_of(peer)?;
             let seq = turn.seq();
             if seq != warm32 + n32 + 1 {
-                return Err(Failure::runtime(format!(
+                return Err(BenchError::failed(format!(
                     "turn sequence ended at {seq}, expected {}",
                     warm32 + n32 + 1
                 )));
@@ -764,7 +799,7 @@ fn measure_handoffs(
                 rx: from_peer_rx,
                 tx: to_peer_tx,
             };
-            let elapsed = drive_handoffs(&mut end, warm32, n32, &mut peer)?;
+            let elapsed = drive_passes(&mut end, warm32, n32, &mut peer)?;
             (elapsed, report_of(peer)?)
         }
         Mechanism::Socket => {
@@ -783,7 +818,7 @@ fn measure_handoffs(
                 tx: dup(&ours)?,
                 rx: ours,
             };
-            let elapsed = drive_handoffs(&mut end, warm32, n32, &mut peer)?;
+            let elapsed = drive_passes(&mut end, warm32, n32, &mut peer)?;
             (elapsed, report_of(peer)?)
         }
         Mechanism::Eventfd => {
@@ -807,15 +842,15 @@ fn measure_handoffs(
                 rx: from_peer,
                 tx: to_peer,
             };
-            let elapsed = drive_handoffs(&mut end, warm32, n32, &mut peer)?;
+            let elapsed = drive_passes(&mut end, warm32, n32, &mut peer)?;
             (elapsed, report_of(peer)?)
         }
-        _ => unreachable!("not a handoff mechanism"),
+        _ => unreachable!("not a latency mechanism"),
     };
     let expected = (warm + n) / 2 + 1;
     if report.steps != Some(expected) {
-        return Err(Failure::runtime(format!(
-            "bench peer ({}) reports {:?} handoffs, expected {expected}",
+        return Err(BenchError::failed(format!(
+            "bench peer ({}) reports {:?} passes, expected {expected}",
             mechanism.id(),
             report.steps
         )));
@@ -829,7 +864,7 @@ pub(crate) fn on_stall(
     peer: &mut PeerProcess,
     stall: Stall,
     idles: &mut u32,
-) -> Result<(), Failure> {
+) -> Result<(), BenchError> {
     match stall {
         Stall::Idle => peer.idle(idles),
         Stall::Closed => Err(peer.gone()),
@@ -838,7 +873,7 @@ pub(crate) fn on_stall(
 }
 
 #[inline]
-fn await_handoff<H: Handoff>(h: &mut H, seq: u32, peer: &mut PeerProcess) -> Result<(), Failure> {
+fn await_pass<H: Pass>(h: &mut H, seq: u32, peer: &mut PeerProcess) -> Result<(), BenchError> {
     let mut idles = 0;
     loop {
         match h.wait(seq) {
@@ -849,33 +884,33 @@ fn await_handoff<H: Handoff>(h: &mut H, seq: u32, peer: &mut PeerProcess) -> Res
 }
 
 #[inline]
-fn hand_over<H: Handoff>(h: &mut H, seq: u32, peer: &mut PeerProcess) -> Result<(), Failure> {
+fn hand_over<H: Pass>(h: &mut H, seq: u32, peer: &mut PeerProcess) -> Result<(), BenchError> {
     match h.pass(seq) {
         Ok(()) => Ok(()),
         Err(s) => on_stall(peer, s, &mut 0),
     }
 }
 
-/// The parent's side: waits for the peer's first handoff (1), runs `warm`
-/// untimed handoffs, then times `n` handoffs (`warm` and `n` even).
-fn drive_handoffs<H: Handoff>(
+/// The parent's side: waits for the peer's first pass (1), runs `warm`
+/// untimed passes, then times `n` passes (`warm` and `n` even).
+fn drive_passes<H: Pass>(
     h: &mut H,
     warm: u32,
     n: u32,
     peer: &mut PeerProcess,
-) -> Result<Duration, Failure> {
-    await_handoff(h, 1, peer)?;
+) -> Result<Duration, BenchError> {
+    await_pass(h, 1, peer)?;
     let mut seq = 1u32;
     while seq < warm + 1 {
         hand_over(h, seq + 1, peer)?;
-        await_handoff(h, seq + 2, peer)?;
+        await_pass(h, seq + 2, peer)?;
         seq += 2;
     }
     let end = warm + n + 1;
     let t0 = Instant::now();
     while seq < end {
         hand_over(h, seq + 1, peer)?;
-        await_handoff(h, seq + 2, peer)?;
+        await_pass(h, seq + 2, peer)?;
         seq += 2;
     }
     Ok(t0.elapsed())
@@ -885,7 +920,7 @@ fn measure_throughput(
     mechanism: Mechanism,
     n: u64,
     launcher: &Launcher,
-) -> Result<Duration, Failure> {
+) -> Result<Duration, BenchError> {
     let (elapsed, verifier, report) = match mechanism {
         Mechanism::Ring => {
             let run = super::run_name();
@@ -922,7 +957,7 @@ fn measure_throughput(
         _ => unreachable!("not a throughput mechanism"),
     };
     if report.messages != Some(verifier.count()) {
-        return Err(Failure::runtime(format!(
+        return Err(BenchError::failed(format!(
             "bench peer ({}) reports {:?} messages sent, {} arrived",
             mechanism.id(),
             report.messages,
@@ -930,7 +965,7 @@ fn measure_throughput(
         )));
     }
     if report.checksum != Some(verifier.checksum().0) {
-        return Err(Failure::runtime(format!(
+        return Err(BenchError::failed(format!(
             "checksum mismatch over {} messages ({}): received {:#018x}, sent {}",
             verifier.count(),
             mechanism.id(),
@@ -949,9 +984,10 @@ fn consume_ring(
     view: RingView<'_>,
     n: u64,
     peer: &mut PeerProcess,
-) -> Result<(Duration, Verifier), Failure> {
+) -> Result<(Duration, Verifier), BenchError> {
     let mut cons = RingConsumer::attach(view)?;
     let mut v = Verifier::default();
+    let mut words = [0u64; MSG_SIZE / 8];
     let mut t0 = None;
     let mut left = n;
     while left > 0 {
@@ -974,11 +1010,10 @@ fn consume_ring(
         }
         let k = u64::from(avail.min(RING_BATCH)).min(left) as u32;
         for j in 0..k {
-            let slot: &[u8; MSG_SIZE] = cons
-                .slot(j)
-                .try_into()
-                .map_err(|_| Failure::runtime("ring slot size changed"))?;
-            v.check(slot)?;
+            // The production read path: the stream consumer copies each
+            // slot out of shared memory the same way.
+            cons.copy_slot(j, &mut words);
+            v.check(bytemuck::cast_ref(&words))?;
         }
         cons.release(k);
         left -= u64::from(k);
@@ -991,7 +1026,7 @@ fn consume_fd(
     fd: BorrowedFd<'_>,
     n: u64,
     peer: &mut PeerProcess,
-) -> Result<(Duration, Verifier), Failure> {
+) -> Result<(Duration, Verifier), BenchError> {
     let mut v = Verifier::default();
     let mut buf = [0u8; MSG_SIZE];
     read_message(fd, &mut buf, peer)?;
@@ -1009,7 +1044,7 @@ fn read_message(
     fd: BorrowedFd<'_>,
     buf: &mut [u8; MSG_SIZE],
     peer: &mut PeerProcess,
-) -> Result<(), Failure> {
+) -> Result<(), BenchError> {
     let mut idles = 0;
     loop {
         match read_exact(fd, buf) {
@@ -1024,7 +1059,7 @@ fn read_message(
 // ---------------------------------------------------------------------------
 
 /// `forkring bench transport`.
-pub fn run(opts: &Options) -> CmdResult {
+pub fn run(opts: &Options) -> Result<(), BenchError> {
     super::install_interrupt_handler()?;
     let machine = Machine::detect();
     let selected = opts.only.clone().unwrap_or_else(|| Mechanism::ALL.to_vec());
@@ -1033,7 +1068,7 @@ pub fn run(opts: &Options) -> CmdResult {
     let mut done: Vec<Measurement> = Vec::new();
     for m in selected {
         let count = match m.kind() {
-            Kind::Handoff => opts.handoffs,
+            Kind::Latency => opts.passes,
             Kind::Throughput => opts.messages,
         }
         .unwrap_or_else(|| m.default_count());
@@ -1071,8 +1106,8 @@ pub fn run(opts: &Options) -> CmdResult {
         super::print_json(&machine, &rows);
     } else {
         let notes = [
-            "handoff: control passes to the other process once; one-way = time / handoffs \
-             (after a warm-up); every handoff carries its number, which the receiver checks"
+            "pass: control passes to the other process once; one-way = time / passes \
+             (after a warm-up); every pass carries its number, which the receiver checks"
                 .to_string(),
             format!(
                 "throughput: {MSG_SIZE}-byte messages (8-byte sequence number + {FLOATS} x f32), \
@@ -1133,9 +1168,9 @@ mod tests {
 
     #[test]
     fn counts_are_even() {
-        assert_eq!(even_handoffs(0), 2);
-        assert_eq!(even_handoffs(3), 4);
-        assert_eq!(even_handoffs(1_000_000), 1_000_000);
+        assert_eq!(even_passes(0), 2);
+        assert_eq!(even_passes(3), 4);
+        assert_eq!(even_passes(1_000_000), 1_000_000);
         assert_eq!(warmup_for(1_000_000), 10_000);
         assert_eq!(warmup_for(2_002) % 2, 0);
     }

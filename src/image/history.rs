@@ -158,7 +158,7 @@ impl History {
             count: le64(32..40),
         };
         let pixels = header.width as u64 * header.height as u64;
-        if header.width == 0 || header.height == 0 || pixels > crate::settings::MAX_PIXELS {
+        if header.width == 0 || header.height == 0 || pixels > super::settings::MAX_PIXELS {
             return Err(hdr(
                 "width x height",
                 format!("{}x{}", header.width, header.height),

@@ -4,16 +4,14 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::error::Failure;
+use crate::job::{Counter, HandoffCtx, Job, JobError, JobHost, JobSettings, Progress};
 use crate::outfile::{encode_png, write_atomic};
-use crate::settings::ImageSettings;
 use crate::shm::turn::Party;
 use crate::shm::{Access, RunName};
-use crate::supervisor::job::{HandoffContext, JobHost, Progress};
-use crate::supervisor::role::Role;
 
+use super::ImageSettings;
 use super::history::{self, HistoryHeader};
-use super::layout::{self, ImageSegmentError, ImageSegments};
+use super::layout::{ImageSegmentError, ImageSegments};
 
 /// The image job's segments, held by the supervisor.
 #[derive(Debug)]
@@ -45,11 +43,8 @@ impl ImageHost {
 }
 
 impl JobHost for ImageHost {
-    fn name(&self) -> &'static str {
-        "image"
-    }
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Ping, Role::Pong]
+    fn job(&self) -> &'static dyn Job {
+        &super::JOB
     }
     fn kick(&self) {
         if let Ok(v) = self.segs.view() {
@@ -66,24 +61,23 @@ impl JobHost for ImageHost {
             .unwrap_or(false)
     }
     fn progress(&self) -> Progress {
-        let s = self.segs.settings();
-        match self.segs.view() {
-            Ok(v) => Progress::Image {
-                iteration: v.ctl.turn.seq().min(v.n) as u64,
-                total: v.n as u64,
-                redone: [v.ctl.stats[0].redone.get(), v.ctl.stats[1].redone.get()],
-            },
-            Err(_) => Progress::Image {
-                iteration: 0,
-                total: s.pixels() as u64,
-                redone: [0, 0],
-            },
+        let total = self.segs.settings().pixels() as u64;
+        let (iteration, redone) = match self.segs.view() {
+            Ok(v) => (
+                v.ctl.turn.seq().min(v.n) as u64,
+                v.ctl.stats[0].redone.get() + v.ctl.stats[1].redone.get(),
+            ),
+            Err(_) => (0, 0),
+        };
+        Progress {
+            job: "image".into(),
+            counters: vec![
+                Counter::count("iterations", iteration, "iterations", Some(total)),
+                Counter::count("redone", redone, "iterations", None),
+            ],
         }
     }
-    fn shm_bytes(&self) -> u64 {
-        layout::shm_bytes(self.segs.settings())
-    }
-    fn handoff(&self, out: &Path, ctx: &HandoffContext) -> Result<serde_json::Value, Failure> {
+    fn handoff(&self, out: &Path, ctx: &HandoffCtx) -> Result<serde_json::Value, JobError> {
         let v = self.segs.view()?;
         // Every role has exited. One killed mid-step left its journal armed:
         // redo and commit that step, as the role itself would on restart, so
@@ -94,11 +88,13 @@ impl JobHost for ImageHost {
         }
         let count = v.ctl.turn.seq();
         if count > v.n {
-            return Err(Failure::runtime(format!(
-                "segment {}: field turn (iteration) is {count}, more than {} pixels; the run is corrupt",
+            return Err(JobError::corrupt(
                 self.segs.names()[0],
-                v.n
-            )));
+                format!(
+                    "field turn (iteration) is {count}, more than {} pixels",
+                    v.n
+                ),
+            ));
         }
         let png = write_atomic(&out.join("image.png"), |w| {
             encode_png(w, v.width, v.height, &v.pixels.to_vec())
@@ -115,7 +111,7 @@ impl JobHost for ImageHost {
                 match (v.positions.get(i), v.colours.get(i)) {
                     (Some(p), Some(c)) if p < v.n => Ok((p, c)),
                     (p, _) => Err(std::io::Error::other(format!(
-                        "segment history: field positions[{i}] is {p:?}, not a position below {}; the run is corrupt",
+                        "segment history: field positions[{i}] is {p:?}, not a position below {}",
                         v.n
                     ))),
                 }
@@ -138,7 +134,7 @@ impl JobHost for ImageHost {
             "iterations_per_second": if ctx.seconds > 0.0 { count as f64 / ctx.seconds } else { 0.0 },
             "stepping_seconds": stepping,
             "redone": { "ping": v.ctl.stats[0].redone.get(), "pong": v.ctl.stats[1].redone.get() },
-            "shm_bytes": self.shm_bytes(),
+            "shm_bytes": self.segs.settings().shm_bytes(),
             "files": {
                 "image.png": { "bytes": png.bytes, "sha256": png.sha256 },
                 "history.bin": { "bytes": hist.bytes, "sha256": hist.sha256 },

@@ -12,12 +12,15 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::settings::ImageSettings;
 use crate::shm::cell::ShmSafe;
 use crate::shm::header::HEADER_SIZE;
 use crate::shm::layout::Fingerprint;
-use crate::shm::segment::{self, Access, OutOfBounds, Segment, SegmentSpec, SegmentsError};
-use crate::shm::{CachePadded, Journal, Param32, Param64, RunName, Stat64, Turn};
+use crate::shm::segment::{Access, OutOfBounds, Segment, SegmentSpec};
+use crate::shm::{
+    CachePadded, CreatedSegments, Journal, Param32, Param64, RunName, SegmentsError, Stat64, Turn,
+};
+
+use super::ImageSettings;
 
 use super::arrays::{BitMask, Packed24, Pixels, mask_bytes, packed_bytes};
 
@@ -131,6 +134,14 @@ const CONTROL_FP: u64 = Fingerprint::new("image")
     .num(std::mem::offset_of!(ImageControl, stats))
     .num(std::mem::offset_of!(ImageControl, timing))
     .num(std::mem::size_of::<StepRecord>())
+    .num(std::mem::offset_of!(StepRecord, j))
+    .num(std::mem::offset_of!(StepRecord, k))
+    .num(std::mem::offset_of!(StepRecord, pos_s))
+    .num(std::mem::offset_of!(StepRecord, pos_j))
+    .num(std::mem::offset_of!(StepRecord, col_s))
+    .num(std::mem::offset_of!(StepRecord, col_k))
+    .num(std::mem::size_of::<PartyStats>())
+    .num(std::mem::size_of::<Timing>())
     .finish();
 const PIXELS_FP: u64 = Fingerprint::new("pixels").num(3).finish();
 const POSMASK_FP: u64 = Fingerprint::new("posmask").num(64).finish();
@@ -185,7 +196,7 @@ pub fn shm_bytes(settings: &ImageSettings) -> u64 {
 }
 
 /// Errors of creating or opening the image segments.
-pub type ImageSegmentError = SegmentsError;
+pub(crate) type ImageSegmentError = SegmentsError;
 
 /// The five mapped segments of an image job.
 #[derive(Debug)]
@@ -229,27 +240,23 @@ impl ImageSegments {
     /// created.
     pub fn create(run: &RunName, settings: &ImageSettings) -> Result<Self, ImageSegmentError> {
         let specs = specs(settings);
+        let mut guard = CreatedSegments::new();
         let mut made: Vec<Segment> = Vec::with_capacity(5);
         for (i, spec) in specs.iter().enumerate() {
-            let r = Segment::create(run, spec, |seg| {
+            let seg = Segment::create(run, spec, |seg| {
                 if i == 0 {
                     let c: &ImageControl = seg.body().expect("sized by spec");
                     c.params.width.set(settings.width);
                     c.params.height.set(settings.height);
                     c.params.seed.set(settings.seed);
                 }
-            });
-            match r {
-                Ok(s) => made.push(s),
-                Err(e) => {
-                    for s in &made {
-                        let _ = segment::unlink(s.name());
-                    }
-                    return Err(e.into());
-                }
-            }
+            })?;
+            guard.add(seg.name());
+            made.push(seg);
         }
-        Self::from_segments(settings, made)
+        let me = Self::from_segments(settings, made)?;
+        guard.keep();
+        Ok(me)
     }
 
     /// Opens and validates the segments of an existing run.
@@ -369,11 +376,6 @@ impl ImageSegments {
             self.history.name(),
         ]
     }
-}
-
-/// Names of the image segments of `run` (whether or not they exist).
-pub fn segment_names(run: &RunName) -> Vec<String> {
-    PARTS.iter().map(|p| run.segment(p)).collect()
 }
 
 #[cfg(test)]

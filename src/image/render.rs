@@ -1,20 +1,65 @@
-//! `forkring render` and `forkring verify`: time travel through a history,
-//! and an independent check of a run's results.
+//! `forkring render` and the image job's checks for `forkring verify`:
+//! time travel through a history, and an independent check of a run's
+//! image.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::error::{CmdResult, Failure};
-use crate::outfile::{decode_png, encode_png, sha256_file, write_atomic};
+use clap::{Arg, ArgMatches, value_parser};
+use serde_json::Value;
+
+use crate::job::{JobCommand, JobError};
+use crate::outfile::{decode_png, encode_png, write_atomic};
 
 use super::history::History;
 
+/// The image job's extra subcommands.
+pub static COMMANDS: [JobCommand; 1] = [JobCommand {
+    command: render_command,
+    run: render_cmd,
+}];
+
+fn render_command() -> clap::Command {
+    clap::Command::new("render")
+        .about("Draw the image as it was after N iterations, from a history.bin")
+        .arg(
+            Arg::new("history")
+                .value_name("HISTORY")
+                .required(true)
+                .value_parser(value_parser!(PathBuf))
+                .help("The history file (DIR/history.bin of a run)"),
+        )
+        .arg(
+            Arg::new("iteration")
+                .long("iteration")
+                .short('i')
+                .value_name("N")
+                .value_parser(value_parser!(u64))
+                .help("Iterations to apply, from 0 (black) to all [default: all]"),
+        )
+        .arg(
+            Arg::new("out")
+                .long("out")
+                .short('o')
+                .value_name("FILE.png")
+                .required(true)
+                .value_parser(value_parser!(PathBuf))
+                .help("PNG file to write"),
+        )
+}
+
+fn render_cmd(m: &ArgMatches) -> Result<(), JobError> {
+    let history = m.get_one::<PathBuf>("history").expect("required");
+    let out = m.get_one::<PathBuf>("out").expect("required");
+    render(history, m.get_one::<u64>("iteration").copied(), out)
+}
+
 /// `forkring render HISTORY --iteration N --out FILE`: draws the image as
 /// it was after `N` iterations (unset pixels black). `None` = all.
-pub fn render(history: &Path, iteration: Option<u64>, out: &Path) -> CmdResult {
-    let h = History::read(history)?;
+pub fn render(history: &Path, iteration: Option<u64>, out: &Path) -> Result<(), JobError> {
+    let h = History::read(history).map_err(|e| JobError::Failed(e.to_string()))?;
     let n = iteration.unwrap_or(h.len());
     if n > h.len() {
-        return Err(Failure::usage(format!(
+        return Err(JobError::Usage(format!(
             "--iteration {n} is past the end: {} holds {} iterations (0 to {} are valid)",
             history.display(),
             h.len(),
@@ -49,10 +94,11 @@ pub struct Verified {
     pub complete: bool,
 }
 
-/// Checks a result directory: every position at most once (exactly once if
-/// complete), no colour twice, `image.png` equal to the replayed history,
-/// and the files' SHA-256 equal to those recorded in `summary.json`.
-pub fn check_dir(dir: &Path) -> Result<Verified, String> {
+/// Checks the image job's files in a result directory: every position at
+/// most once (exactly once if complete), no colour twice, `image.png` equal
+/// to the replayed history, and as many iterations as `section` (the job's
+/// part of `summary.json`, `Null` if there is none) says.
+pub fn check_dir(dir: &Path, section: &Value) -> Result<Verified, String> {
     let hist_path = dir.join("history.bin");
     let h = History::read(&hist_path).map_err(|e| e.to_string())?;
     let (w, ht) = (h.header.width, h.header.height);
@@ -95,50 +141,13 @@ pub fn check_dir(dir: &Path) -> Result<Verified, String> {
             p as u64 / w as u64
         ));
     }
-    let summary_path = dir.join("summary.json");
-    if let Ok(text) = std::fs::read_to_string(&summary_path) {
-        let s: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("summary.json: not JSON: {e}"))?;
-        if let Some(img) = s.get("image") {
-            if img["iterations"].as_u64() != Some(h.len()) {
-                return Err(format!(
-                    "summary.json says {} iterations, history.bin holds {}",
-                    img["iterations"],
-                    h.len()
-                ));
-            }
-            for f in ["image.png", "history.bin"] {
-                if let Some(want) = img["files"][f]["sha256"].as_str() {
-                    let got = sha256_file(&dir.join(f)).map_err(|e| format!("{f}: {e}"))?;
-                    if got != want {
-                        return Err(format!(
-                            "{f}: SHA-256 {got} differs from summary.json's {want}"
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(st) = s.get("stream") {
-            let (p, r, d) = (
-                st["produced"].as_u64(),
-                st["received"].as_u64(),
-                st["dropped"].as_u64(),
-            );
-            if let (Some(p), Some(r), Some(d)) = (p, r, d)
-                && p != r + d
-            {
-                return Err(format!(
-                    "summary.json: stream produced {p} but received {r} + dropped {d} = {}",
-                    r + d
-                ));
-            }
-            if st["duplicates"].as_u64().unwrap_or(0) != 0 {
-                return Err(format!(
-                    "summary.json: stream counted {} duplicates",
-                    st["duplicates"]
-                ));
-            }
-        }
+    if let Some(it) = section.get("iterations")
+        && it.as_u64() != Some(h.len())
+    {
+        return Err(format!(
+            "summary.json says {it} iterations, history.bin holds {}",
+            h.len()
+        ));
     }
     Ok(Verified {
         width: w,
@@ -148,26 +157,21 @@ pub fn check_dir(dir: &Path) -> Result<Verified, String> {
     })
 }
 
-/// `forkring verify DIR`.
-pub fn verify(dir: &Path) -> CmdResult {
-    match check_dir(dir) {
-        Ok(v) => {
-            println!(
-                "ok: {}x{}, {} iterations, {}, no colour repeated, image.png equals the replayed history",
-                v.width,
-                v.height,
-                v.iterations,
-                if v.complete {
-                    "every position painted exactly once".to_string()
-                } else {
-                    format!(
-                        "partial image: {} positions painted at most once",
-                        v.iterations
-                    )
-                }
-            );
-            Ok(())
+/// The image job's part of `forkring verify DIR`: one line on success.
+pub fn verify_dir(dir: &Path, section: &Value) -> Result<String, JobError> {
+    let v = check_dir(dir, section).map_err(JobError::Failed)?;
+    Ok(format!(
+        "image: {}x{}, {} iterations, {}, no colour repeated, image.png equals the replayed history",
+        v.width,
+        v.height,
+        crate::units::thousands(v.iterations),
+        if v.complete {
+            "every position painted exactly once".to_string()
+        } else {
+            format!(
+                "partial image: {} positions painted at most once",
+                crate::units::thousands(v.iterations)
+            )
         }
-        Err(e) => Err(Failure::runtime(format!("verify {}: {e}", dir.display()))),
-    }
+    ))
 }

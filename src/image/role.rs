@@ -2,15 +2,14 @@
 
 use std::time::Duration;
 
-use crate::error::{CmdResult, Failure};
+use crate::clock::monotonic_ns;
+use crate::job::{JobError, RoleCtx, RoleKind, no_check, no_options};
 use crate::shm::turn::{Party, TurnWait};
-use crate::shm::{Access, AdaptiveSpin, RunName, SpinPolicy};
-use crate::supervisor::control::Control;
-use crate::supervisor::role::Role;
+use crate::shm::{Access, AdaptiveSpin, SpinPolicy};
 
+use super::ImageSettings;
 use super::layout::ImageSegments;
 use super::step::{Recovery, Stepper};
-use crate::clock::monotonic_ns;
 
 /// How often a waiting role re-checks the stop flag and its supervisor when
 /// nothing wakes it.
@@ -20,50 +19,72 @@ pub const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 /// entries.
 pub const PREFETCH_DEPTH: u32 = 4;
 
-/// The role that owns `party`'s iterations.
-pub fn role_of(party: Party) -> Role {
+/// The image job's role kinds: ping does the even iterations, pong the odd
+/// ones.
+pub static KINDS: [RoleKind; 2] = [
+    RoleKind {
+        name: "ping",
+        about: "Image role for even iterations (normally started by `run`)",
+        multiple: false,
+        options: no_options,
+        check: no_check,
+        run: ping,
+    },
+    RoleKind {
+        name: "pong",
+        about: "Image role for odd iterations (normally started by `run`)",
+        multiple: false,
+        options: no_options,
+        check: no_check,
+        run: pong,
+    },
+];
+
+fn ping(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
+    run(ctx, Party::Even)
+}
+
+fn pong(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
+    run(ctx, Party::Odd)
+}
+
+/// The role kind that owns `party`'s iterations.
+fn kind_of(party: Party) -> &'static str {
     match party {
-        Party::Even => Role::Ping,
-        Party::Odd => Role::Pong,
+        Party::Even => "ping",
+        Party::Odd => "pong",
     }
 }
 
-/// Waits until the process playing `peer` holds its role (or a stop).
-fn wait_for_peer(control: &Control, peer: Role, stop: &crate::shm::Flag) -> CmdResult {
+/// Waits until the process playing the peer holds its role (or a stop).
+fn wait_for_peer(ctx: &RoleCtx<'_>, peer: &str) -> Result<(), JobError> {
     let start = std::time::Instant::now();
-    while !control.role_alive(peer) && !stop.is_set() {
-        if start.elapsed() > LIVENESS_SLICE && !control.supervisor_alive() {
-            return Err(Failure::runtime(format!(
-                "{peer} never started and the supervisor of run {} is gone",
-                control.run()
-            )));
+    while !ctx.peer_alive(peer, 0) && !ctx.stop().is_set() {
+        if start.elapsed() > LIVENESS_SLICE {
+            ctx.require_supervisor()?;
         }
         std::thread::sleep(Duration::from_micros(200));
     }
     Ok(())
 }
 
-/// Runs ping (`Party::Even`) or pong (`Party::Odd`) of run `run` until the
-/// image is complete or the run stops.
-pub fn run(run: &RunName, party: Party) -> CmdResult {
-    let role = role_of(party);
-    let control = Control::open(run, Access::ReadWrite)?;
-    control.claim_role(role)?;
-    let settings = control.settings().image.clone().ok_or_else(|| {
-        Failure::usage(format!(
-            "run {run} has no image job; start it with `forkring run --jobs image`"
-        ))
-    })?;
-    let segs = ImageSegments::open(run, &settings, Access::ReadWrite)?;
+/// Runs ping (`Party::Even`) or pong (`Party::Odd`) until the image is
+/// complete or the run stops.
+fn run(ctx: &RoleCtx<'_>, party: Party) -> Result<(), JobError> {
+    let settings: &ImageSettings = ctx.settings()?;
+    let segs = ImageSegments::open(ctx.run, settings, Access::ReadWrite)?;
     let view = segs.view()?;
     let stepper = Stepper::new(view);
     if let Recovery::Redone(s) = stepper.recover(party)? {
-        eprintln!("forkring {role}: redid half-done iteration {s} from the journal");
+        eprintln!(
+            "forkring {}: redid half-done iteration {s} from the journal",
+            ctx.role
+        );
     }
     view.ctl.stats[party.index()].attaches.add(1);
-    control.mark_attached(role);
+    ctx.attached();
 
-    let stop = control.stop_flag();
+    let stop = ctx.stop();
     let n = view.n;
     let turn = &view.ctl.turn;
     // Our iterations are every other one. Prime the prefetch pipeline: the
@@ -81,22 +102,23 @@ pub fn run(run: &RunName, party: Party) -> CmdResult {
     let mut owed: Option<u32> = None;
     let mut spin = AdaptiveSpin::new(SpinPolicy::handoff());
     loop {
-        let s = turn.seq();
-        if s >= n {
-            return Ok(());
-        }
-        if party.owns(s) {
+        if let Some(token) = turn.try_take(party, n) {
+            let s = token.seq();
             if s == 0 {
                 // Turns start when both players are there.
-                wait_for_peer(&control, role_of(party.other()), stop)?;
+                wait_for_peer(ctx, kind_of(party.other()))?;
                 view.ctl.timing.first_step_ns.set(monotonic_ns());
             }
-            stepper.step(party, s)?;
+            stepper.step(token)?;
             if s + 1 == n {
                 view.ctl.timing.last_step_ns.set(monotonic_ns());
             }
             owed = Some(s);
             continue;
+        }
+        let s = turn.seq();
+        if s >= n {
+            return Ok(());
         }
         if let Some(last) = owed.take() {
             stepper.prefetch_far(last + 2 * PREFETCH_DEPTH);
@@ -114,6 +136,8 @@ pub fn run(run: &RunName, party: Party) -> CmdResult {
             LIVENESS_SLICE,
         );
         match waited {
+            // The token is taken again at the top of the loop (it is ours
+            // until we pass it, so nothing can change meanwhile).
             Ok((TurnWait::Mine(_), phase)) => spin.observe(phase),
             // Complete, or a stop was requested.
             Ok((TurnWait::GaveUp(_), _)) => return Ok(()),
@@ -121,7 +145,7 @@ pub fn run(run: &RunName, party: Party) -> CmdResult {
                 if stop.is_set() {
                     return Ok(());
                 }
-                control.require_supervisor()?;
+                ctx.require_supervisor()?;
             }
         }
     }

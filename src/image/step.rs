@@ -25,7 +25,7 @@
 //! Everything read from shared memory is validated before it is used as an
 //! index: positions must be `< n`, journal records must match the step.
 
-use crate::shm::turn::Party;
+use crate::shm::turn::{Party, TurnToken};
 
 use super::arrays::{has_prefetchw, prefetch, prefetch_write};
 use super::layout::{COLOURS, ImageView, StepRecord};
@@ -35,9 +35,7 @@ use super::rng::swap_targets;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
     /// A shuffle entry is out of range.
-    #[error(
-        "segment history: field positions[{index}] holds {value}, but the image has only {n} positions; the run is corrupt (`forkring clean`)"
-    )]
+    #[error("field positions[{index}] holds {value}, but the image has only {n} positions")]
     BadPosition {
         /// Entry index.
         index: u32,
@@ -47,9 +45,7 @@ pub enum StepError {
         n: u32,
     },
     /// A journal record does not belong to the step it is armed for.
-    #[error(
-        "segment image: field journals[{party}] is armed for iteration {step} but holds {record:?}; the run is corrupt (`forkring clean`)"
-    )]
+    #[error("field journals[{party}] is armed for iteration {step} but holds {record:?}")]
     BadJournal {
         /// 0 for ping, 1 for pong.
         party: usize,
@@ -58,6 +54,22 @@ pub enum StepError {
         /// The record.
         record: StepRecord,
     },
+}
+
+impl StepError {
+    /// The part name of the segment the error is about.
+    pub fn part(&self) -> &'static str {
+        match self {
+            StepError::BadPosition { .. } => "history",
+            StepError::BadJournal { .. } => "image",
+        }
+    }
+}
+
+impl From<StepError> for crate::job::JobError {
+    fn from(e: StepError) -> Self {
+        crate::job::JobError::corrupt(e.part(), e.to_string())
+    }
 }
 
 /// A record whose every index has been checked against the image size.
@@ -183,30 +195,31 @@ impl<'a> Stepper<'a> {
         }
     }
 
-    /// Runs iteration `s` as `party` (who must hold the turn at `s`) and
-    /// commits it, handing the turn over.
+    /// Runs the iteration `token` holds the turn for and commits it,
+    /// handing the turn over.
     #[inline]
-    pub fn step(&self, party: Party, s: u32) -> Result<(), StepError> {
+    pub fn step(&self, token: TurnToken) -> Result<(), StepError> {
+        let s = token.seq();
         let r = self.plan(s)?;
-        self.v.ctl.journals[party.index()].arm(s as u64, r.0);
+        self.v.ctl.journals[token.party().index()].arm(s as u64, r.0);
         self.apply(&r);
-        self.v.ctl.turn.pass(s + 1);
+        self.v.ctl.turn.pass(token);
         Ok(())
     }
 
     /// Redoes our own half-done iteration, if any (call once after
     /// attaching, before waiting for the turn).
     pub fn recover(&self, party: Party) -> Result<Recovery, StepError> {
-        let s = self.v.ctl.turn.seq();
-        if s >= self.v.n || !party.owns(s) {
+        let Some(token) = self.v.ctl.turn.try_take(party, self.v.n) else {
             return Ok(Recovery::Clean);
-        }
+        };
+        let s = token.seq();
         let Some(rec) = self.v.ctl.journals[party.index()].armed_for(s as u64) else {
             return Ok(Recovery::Clean);
         };
         let r = self.validate(rec, s, party.index())?;
         self.apply(&r);
-        self.v.ctl.turn.pass(s + 1);
+        self.v.ctl.turn.pass(token);
         self.v.ctl.stats[party.index()].redone.add(1);
         Ok(Recovery::Redone(s))
     }

@@ -6,7 +6,46 @@
 //! being read is never the one being written.
 
 use bytemuck::{Pod, Zeroable};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+/// The commit both record types share: `write(next)` fills the scratch copy
+/// of generation `next`, then the store of `next` commits it.
+#[inline]
+fn flip(generation: &AtomicU64, write: impl FnOnce(u64)) {
+    let next = generation.load(Ordering::Relaxed).wrapping_add(1);
+    // The scratch copy is the one a reader selected two commits ago: order
+    // our previous generation store before these writes, so a reader that
+    // sees any of them also sees the generation move.
+    fence(Ordering::Release);
+    write(next);
+    // SYNC POINT: release of the copy just written; acquired by `load` and
+    // by `seqlock_read`. This store is the commit point.
+    generation.store(next, Ordering::Release);
+}
+
+/// The seqlock read both record types share: `read(g)` copies the copy of
+/// generation `g` out; the read is accepted once the generation did not move
+/// meanwhile. Gives up after a few tries (a writer committing faster than we
+/// can copy) with `false`.
+#[inline]
+fn seqlock_read(generation: &AtomicU64, mut read: impl FnMut(u64)) -> bool {
+    for _ in 0..64 {
+        // SYNC POINT: acquire side of `flip`: the copy selected by the
+        // generation was completely written before the generation was stored.
+        let g = generation.load(Ordering::Acquire);
+        read(g);
+        // Order the copy before the re-check (seqlock reader fence).
+        fence(Ordering::Acquire);
+        // The copy we read is rewritten by the next commit but one, which
+        // starts only after the next commit stored g + 1 (see `flip`): an
+        // unchanged generation proves the copy intact.
+        if generation.load(Ordering::Relaxed) == g {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    false
+}
 
 use super::cell::{ShmSafe, VolatileCell};
 
@@ -38,7 +77,7 @@ impl<T: Pod + Zeroable> Committed<T> {
     /// The committed record and its generation, for the writer itself (after
     /// a restart) or anyone while the writer is known to be stopped.
     pub fn load(&self) -> (u64, T) {
-        // SYNC POINT: acquire side of `commit`: the copy selected by the
+        // SYNC POINT: acquire side of `flip`: the copy selected by the
         // generation was completely written before the generation was
         // stored.
         let g = self.generation.load(Ordering::Acquire);
@@ -49,35 +88,19 @@ impl<T: Pod + Zeroable> Committed<T> {
     /// retries while the writer overwrote the copy we read. Gives up after a
     /// few tries (a writer committing faster than we can copy) with `None`.
     pub fn snapshot(&self) -> Option<T> {
-        for _ in 0..64 {
-            // SYNC POINT: acquire side of `commit`, as in `load`.
-            let g = self.generation.load(Ordering::Acquire);
-            let v = self.copies[(g & 1) as usize].read();
-            // Order the copy before the re-check (seqlock reader fence).
-            std::sync::atomic::fence(Ordering::Acquire);
-            let g2 = self.generation.load(Ordering::Relaxed);
-            // The copy we read is rewritten by the next commit but one,
-            // which starts only after the next commit stored g + 1 (see
-            // `commit`): an unchanged generation proves the copy intact.
-            if g2 == g {
-                return Some(v);
-            }
-            std::hint::spin_loop();
-        }
-        None
+        let mut v = None;
+        seqlock_read(&self.generation, |g| {
+            v = Some(self.copies[(g & 1) as usize].read())
+        })
+        .then_some(v)
+        .flatten()
     }
 
     /// Commits `value` as the new record. Single writer only.
     pub fn commit(&self, value: T) {
-        let g = self.generation.load(Ordering::Relaxed);
-        // The scratch copy is the one a reader selected two commits ago:
-        // order our previous generation store before these writes, so a
-        // reader that sees any of them also sees the generation move.
-        std::sync::atomic::fence(Ordering::Release);
-        self.copies[((g + 1) & 1) as usize].write(value);
-        // SYNC POINT: release of the copy just written; acquired by `load`
-        // and `snapshot`. This store is the commit point.
-        self.generation.store(g.wrapping_add(1), Ordering::Release);
+        flip(&self.generation, |next| {
+            self.copies[(next & 1) as usize].write(value)
+        });
     }
 
     /// Number of commits so far.
@@ -117,22 +140,34 @@ mod tests {
     fn snapshots_are_never_torn() {
         // Writer commits records with a == b; a reader must never see a
         // mix of two records.
+        // The writer keeps committing until the reader has checked enough
+        // snapshots taken while it runs (on a loaded machine the reader may
+        // start late), or for at most 30 s.
+        use std::sync::atomic::AtomicBool;
         let c: std::sync::Arc<Committed<Rec>> = std::sync::Arc::from(fresh());
-        let w = c.clone();
+        let enough = std::sync::Arc::new(AtomicBool::new(false));
+        let (w, done) = (c.clone(), enough.clone());
         let writer = std::thread::spawn(move || {
-            for i in 1..=300_000u64 {
-                w.commit(Rec { a: i, b: i });
+            let start = std::time::Instant::now();
+            let mut i = 0u64;
+            while !done.load(Ordering::Relaxed) && start.elapsed().as_secs() < 30 {
+                for _ in 0..1000 {
+                    i += 1;
+                    w.commit(Rec { a: i, b: i });
+                }
             }
+            i
         });
         let mut seen = 0u64;
-        while !writer.is_finished() {
+        while !writer.is_finished() && seen < 10_000 {
             if let Some(r) = c.snapshot() {
                 assert_eq!(r.a, r.b, "torn snapshot");
                 seen += 1;
             }
         }
-        writer.join().unwrap();
-        assert!(seen > 0);
+        enough.store(true, Ordering::Relaxed);
+        let commits = writer.join().unwrap();
+        assert!(seen > 0, "no snapshot in {commits} commits");
     }
 
     #[test]
@@ -231,7 +266,7 @@ impl<'a> CommittedBytes<'a> {
     /// stopped). `out` must hold `len / 8` words.
     pub fn load(&self, out: &mut [u64]) -> u64 {
         assert_eq!(out.len() * 8, self.len);
-        // SYNC POINT: acquire side of `commit`.
+        // SYNC POINT: acquire side of `flip`.
         let g = self.generation.load(Ordering::Acquire);
         self.read_copy(g, out);
         g
@@ -241,36 +276,20 @@ impl<'a> CommittedBytes<'a> {
     /// read); `false` if the writer kept overtaking us.
     pub fn snapshot(&self, out: &mut [u64]) -> bool {
         assert_eq!(out.len() * 8, self.len);
-        for _ in 0..64 {
-            // SYNC POINT: acquire side of `commit`.
-            let g = self.generation.load(Ordering::Acquire);
-            self.read_copy(g, out);
-            std::sync::atomic::fence(Ordering::Acquire);
-            // Unchanged generation: the copy was not rewritten (see `commit`).
-            if self.generation.load(Ordering::Relaxed) == g {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        false
+        seqlock_read(self.generation, |g| self.read_copy(g, out))
     }
 
     /// Commits `value` (`len / 8` words). Single writer only.
     pub fn commit(&self, value: &[u64]) {
         assert_eq!(value.len() * 8, self.len);
-        let g = self.generation.load(Ordering::Relaxed);
-        // As in `Committed::commit`: the previous generation store before
-        // the scratch copy's writes.
-        std::sync::atomic::fence(Ordering::Release);
-        let dst = self.copy_ptr(g.wrapping_add(1));
-        for (i, w) in value.iter().enumerate() {
-            // SAFETY: i < len/8, inside the scratch copy, which no reader
-            // selects until the generation store below.
-            unsafe { dst.add(i).write_volatile(*w) };
-        }
-        // SYNC POINT: release of the copy just written; acquired by `load`
-        // and `snapshot`. This store is the commit point.
-        self.generation.store(g.wrapping_add(1), Ordering::Release);
+        flip(self.generation, |next| {
+            let dst = self.copy_ptr(next);
+            for (i, w) in value.iter().enumerate() {
+                // SAFETY: i < len/8, inside the scratch copy, which no reader
+                // selects until `flip` stores the generation.
+                unsafe { dst.add(i).write_volatile(*w) };
+            }
+        });
     }
 }
 

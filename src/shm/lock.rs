@@ -39,18 +39,6 @@ pub fn try_lock(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {
     }
 }
 
-/// Releases our lock on `byte` (a no-op if we do not hold it).
-pub fn unlock(fd: BorrowedFd<'_>, byte: u64) -> io::Result<()> {
-    let fl = flock_for(libc::F_UNLCK as libc::c_short, byte);
-    // SAFETY: as in `try_lock`.
-    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Whether some other open file description holds a lock on `byte`. Works on
 /// a read-only descriptor.
 pub fn is_locked(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {

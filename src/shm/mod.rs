@@ -32,6 +32,7 @@ pub mod name;
 pub mod ring;
 pub mod segment;
 pub mod semaphore;
+pub mod set;
 pub mod turn;
 pub mod wait;
 
@@ -42,5 +43,6 @@ pub use name::{RunName, RunNameError};
 pub use ring::{Ring, RingConsumer, RingError, RingProducer};
 pub use segment::{Access, CreateError, OpenError, Segment, SegmentSpec};
 pub use semaphore::Semaphore;
+pub use set::{CreatedSegments, SegmentsError};
 pub use turn::Turn;
-pub use wait::{AdaptiveSpin, Deadline, Flag, FutexCell, Phase, SpinPolicy, TimedOut};
+pub use wait::{AdaptiveSpin, Deadline, Flag, FutexCell, SpinPolicy, TimedOut, WaitPhase};

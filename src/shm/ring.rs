@@ -76,9 +76,7 @@ const _: () = assert!(std::mem::size_of::<Ring>() == 384);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {
     /// Capacity or slot size in the segment are out of range.
-    #[error(
-        "segment {segment}: ring field {field} = {found} is invalid ({expected}); the segment is corrupt or from another version; run `forkring clean`"
-    )]
+    #[error("segment {segment}: ring field {field} = {found} is invalid ({expected})")]
     BadParam {
         /// Segment name.
         segment: String,
@@ -101,7 +99,7 @@ pub enum RingError {
     },
     /// `head - tail` exceeds the capacity: the indices are corrupt.
     #[error(
-        "segment {segment}: ring indices are corrupt (head {head}, tail {tail}, capacity {capacity}); run `forkring clean`"
+        "segment {segment}: ring indices are corrupt (head {head}, tail {tail}, capacity {capacity})"
     )]
     Corrupt {
         /// Segment name.
@@ -113,6 +111,54 @@ pub enum RingError {
         /// Capacity.
         capacity: u32,
     },
+    /// This process already holds that end of the ring.
+    #[error("segment {segment}: this process already holds the ring's {side} end")]
+    AlreadyClaimed {
+        /// Segment name.
+        segment: String,
+        /// `producer` or `consumer`.
+        side: &'static str,
+    },
+}
+
+/// The ends of a ring this process holds, by segment name and side. A
+/// ring has one producer and one consumer; across processes the role locks
+/// enforce it, within a process this list does.
+static CLAIMED: std::sync::Mutex<Vec<(String, &'static str)>> = std::sync::Mutex::new(Vec::new());
+
+/// Proof that this process holds one end of a ring; released on drop.
+#[derive(Debug)]
+struct Claim {
+    segment: String,
+    side: &'static str,
+}
+
+impl Claim {
+    fn take(segment: &str, side: &'static str) -> Result<Claim, RingError> {
+        let mut c = CLAIMED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if c.iter().any(|(s, d)| s == segment && *d == side) {
+            return Err(RingError::AlreadyClaimed {
+                segment: segment.to_string(),
+                side,
+            });
+        }
+        c.push((segment.to_string(), side));
+        Ok(Claim {
+            segment: segment.to_string(),
+            side,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        CLAIMED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(s, d)| !(*s == self.segment && *d == self.side));
+    }
 }
 
 impl Ring {
@@ -147,11 +193,6 @@ impl Ring {
     pub fn tail(&self) -> u32 {
         self.tail.load_relaxed()
     }
-    /// Capacity as stored (unvalidated; for display).
-    pub fn capacity_raw(&self) -> u32 {
-        self.params.capacity.get()
-    }
-
     /// Wakes both sides so they re-check their stop conditions.
     pub fn kick(&self) {
         self.head.head.kick();
@@ -257,10 +298,12 @@ impl<'a> RingView<'a> {
     }
 }
 
-/// The producing side of a ring. At most one may exist per ring (the role
-/// lock in the control segment enforces it across processes).
+/// The producing side of a ring. At most one may exist per ring: within a
+/// process the claim enforces it, across processes the role lock in the
+/// control segment does.
 #[derive(Debug)]
 pub struct RingProducer<'a> {
+    _claim: Claim,
     view: RingView<'a>,
     /// Our head: slots before it are published.
     head: u32,
@@ -279,9 +322,11 @@ impl<'a> RingProducer<'a> {
     /// which may be ahead of the ring's if we died between committing and
     /// publishing) and publishes it.
     pub fn resume_at(view: RingView<'a>, head: u32) -> Result<Self, RingError> {
+        let claim = Claim::take(view.segment, "producer")?;
         let tail = view.ctl.tail.load();
         view.check(head, tail)?;
         let p = RingProducer {
+            _claim: claim,
             view,
             head,
             cached_tail: tail,
@@ -413,9 +458,11 @@ impl<'a> RingProducer<'a> {
     }
 }
 
-/// The consuming side of a ring. At most one per ring.
+/// The consuming side of a ring. At most one per ring (see
+/// [`RingProducer`]).
 #[derive(Debug)]
 pub struct RingConsumer<'a> {
+    _claim: Claim,
     view: RingView<'a>,
     /// Our tail: slots before it are released.
     tail: u32,
@@ -433,6 +480,7 @@ impl<'a> RingConsumer<'a> {
     /// Attaches at `tail` (a committed position from the caller's record)
     /// and publishes it.
     pub fn resume_at(view: RingView<'a>, tail: u32) -> Result<Self, RingError> {
+        let claim = Claim::take(view.segment, "consumer")?;
         let head = view.ctl.head.head.load();
         view.check(head, tail)?;
         if view.ctl.tail.load_relaxed() != tail {
@@ -440,6 +488,7 @@ impl<'a> RingConsumer<'a> {
             view.ctl.tail.publish(tail);
         }
         Ok(RingConsumer {
+            _claim: claim,
             view,
             tail,
             cached_head: head,
@@ -470,22 +519,6 @@ impl<'a> RingConsumer<'a> {
         Ok(avail)
     }
 
-    /// The `k`-th unread slot. Panics unless `k < available(..)` as last
-    /// returned.
-    #[inline]
-    pub fn slot(&self, k: u32) -> &[u8] {
-        assert!(
-            k < self.cached_head.wrapping_sub(self.tail),
-            "ring slot {k} is not published"
-        );
-        let p = self.view.slot_ptr(self.tail.wrapping_add(k));
-        // SAFETY: in the mapping (slot_ptr); between tail and head the
-        // protocol forbids the producer to write, so nothing mutates the slot
-        // while this shared reference lives (it borrows `self`, and `release`
-        // needs `&mut self`).
-        unsafe { std::slice::from_raw_parts(p, self.view.slot_size as usize) }
-    }
-
     /// Copies the `k`-th unread slot into `out` (up to the slot size) with
     /// volatile word reads: nothing is assumed about bytes another process
     /// could be writing, whatever the protocol says. Panics unless
@@ -508,6 +541,32 @@ impl<'a> RingConsumer<'a> {
         }
     }
 
+    /// Copies the `k`-th unread slot into `out` (up to the slot size and a
+    /// whole number of words) with volatile word reads, as [`copy_slot`].
+    ///
+    /// [`copy_slot`]: RingConsumer::copy_slot
+    pub fn copy_slot_bytes(&self, k: u32, out: &mut [u8]) {
+        let mut word = [0u64; 1];
+        let words = (self.view.slot_size as usize).min(out.len()) / 8;
+        for i in 0..words {
+            self.copy_slot_word(k, i, &mut word);
+            out[8 * i..8 * i + 8].copy_from_slice(&word[0].to_ne_bytes());
+        }
+    }
+
+    #[inline]
+    fn copy_slot_word(&self, k: u32, i: usize, out: &mut [u64; 1]) {
+        assert!(
+            k < self.cached_head.wrapping_sub(self.tail),
+            "ring slot {k} is not published"
+        );
+        assert!(i < self.view.slot_size as usize / 8);
+        let p = self.view.slot_ptr(self.tail.wrapping_add(k)).cast::<u64>();
+        // SAFETY: i < slot_size / 8, so the word is inside the slot, which
+        // lies in the mapping and is 8-aligned (see `copy_slot`).
+        out[0] = unsafe { p.wrapping_add(i).read_volatile() };
+    }
+
     /// Releases the next `n` slots to the producer.
     #[inline]
     pub fn release(&mut self, n: u32) {
@@ -523,8 +582,7 @@ impl<'a> RingConsumer<'a> {
         if self.available(1)? == 0 {
             return Ok(false);
         }
-        let n = out.len().min(self.view.slot_size as usize);
-        out[..n].copy_from_slice(&self.slot(0)[..n]);
+        self.copy_slot_bytes(0, out);
         self.release(1);
         Ok(true)
     }

@@ -100,10 +100,7 @@ pub enum CreateError {
         name: String,
     },
     /// /dev/shm cannot hold the segment.
-    #[error(
-        "segment {name} needs {} in /dev/shm, {} free; free space (`forkring clean`), enlarge the tmpfs, or with docker use --shm-size",
-        mib(*needed), mib(*free)
-    )]
+    #[error("segment {name} needs {} in /dev/shm, {} free", mib(*needed), mib(*free))]
     NoSpace {
         /// Segment name.
         name: String,
@@ -163,7 +160,7 @@ pub enum OpenError {
     },
     /// The creator never published the header.
     #[error(
-        "segment {name} is still uninitialised after {waited:?}; its creator may have died while creating it (`forkring clean` removes it)"
+        "segment {name} is still uninitialised after {waited:?}; its creator may have died while creating it"
     )]
     NotInitialized {
         /// Segment name.
@@ -195,7 +192,7 @@ pub enum OpenError {
     },
     /// The layout version differs (another forkring version made it).
     #[error(
-        "segment {name}: header field layout_version is {found}, this forkring expects {expected}; it was made by another version (`forkring clean` removes it)"
+        "segment {name}: header field layout_version is {found}, this forkring expects {expected}; it was made by another version"
     )]
     VersionMismatch {
         /// Segment name.
@@ -239,71 +236,6 @@ pub enum OpenError {
         /// Its error.
         errno: Errno,
     },
-}
-
-/// Errors of creating, opening and validating the set of segments of a job.
-#[derive(Debug, thiserror::Error)]
-pub enum SegmentsError {
-    /// Creating a segment failed.
-    #[error(transparent)]
-    Create(#[from] CreateError),
-    /// Opening a segment failed.
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    /// A region did not fit its segment.
-    #[error(transparent)]
-    Layout(#[from] OutOfBounds),
-    /// A ring is malformed.
-    #[error(transparent)]
-    Ring(#[from] super::ring::RingError),
-    /// A parameter in a segment disagrees with the run's settings.
-    #[error(
-        "segment {segment}: field {field} is {found}, but the run's settings say {expected}; the segment is corrupt (`forkring clean`)"
-    )]
-    Param {
-        /// Segment name.
-        segment: String,
-        /// Field name.
-        field: &'static str,
-        /// Value found.
-        found: u64,
-        /// Value expected.
-        expected: u64,
-    },
-    /// Shared state violates an invariant.
-    #[error(
-        "segment {segment}: {detail}; the segment is corrupt (`forkring clean` discards the run)"
-    )]
-    Corrupt {
-        /// Segment name.
-        segment: String,
-        /// What is wrong.
-        detail: String,
-    },
-    /// The settings ask for a layout out of range.
-    #[error("settings are out of range: {0}")]
-    Settings(String),
-}
-
-impl SegmentsError {
-    /// `Ok` if parameter `field` of `seg` holds the expected value.
-    pub fn check_param(
-        seg: &Segment,
-        field: &'static str,
-        found: u64,
-        expected: u64,
-    ) -> Result<(), Self> {
-        if found == expected {
-            Ok(())
-        } else {
-            Err(SegmentsError::Param {
-                segment: seg.name().to_string(),
-                field,
-                found,
-                expected,
-            })
-        }
-    }
 }
 
 /// A view did not fit the segment.

@@ -9,7 +9,7 @@
 //! image job does).
 
 use super::cell::{CachePadded, ShmSafe};
-use super::wait::{Deadline, FutexCell, Phase, SpinPolicy, TimedOut};
+use super::wait::{Deadline, FutexCell, SpinPolicy, TimedOut, WaitPhase};
 
 /// One of the two parties of a [`Turn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,11 +53,34 @@ pub struct Turn {
 // SAFETY: repr(C) over a padded FutexCell.
 unsafe impl ShmSafe for Turn {}
 
+/// Proof that a party holds the turn for one step: made only by
+/// [`Turn::wait`] or [`Turn::try_take`] when the sequence is the party's,
+/// consumed by [`Turn::pass`]. A step therefore cannot run, or hand the turn
+/// over, without holding it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TurnToken {
+    seq: u32,
+    party: Party,
+}
+
+impl TurnToken {
+    /// The step this token allows.
+    #[inline]
+    pub fn seq(&self) -> u32 {
+        self.seq
+    }
+    /// The party holding the turn.
+    #[inline]
+    pub fn party(&self) -> Party {
+        self.party
+    }
+}
+
 /// What a [`Turn::wait`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum TurnWait {
-    /// It is the caller's turn for step `seq`.
-    Mine(u32),
+    /// It is the caller's turn.
+    Mine(TurnToken),
     /// The caller's `give_up` predicate held for `seq` (job finished or
     /// stopping).
     GaveUp(u32),
@@ -69,6 +92,14 @@ impl Turn {
     #[inline]
     pub fn seq(&self) -> u32 {
         self.seq.load()
+    }
+
+    /// The turn for `party` if the current sequence is its own and
+    /// `limit` has not been reached.
+    #[inline]
+    pub fn try_take(&self, party: Party, limit: u32) -> Option<TurnToken> {
+        let seq = self.seq();
+        (seq < limit && party.owns(seq)).then_some(TurnToken { seq, party })
     }
 
     /// Waits until it is `party`'s turn or `give_up(seq)` holds (checked on
@@ -93,7 +124,7 @@ impl Turn {
         mut give_up: impl FnMut(u32) -> bool,
         policy: SpinPolicy,
         deadline: impl Into<Deadline>,
-    ) -> Result<(TurnWait, Phase), TimedOut> {
+    ) -> Result<(TurnWait, WaitPhase), TimedOut> {
         let mut gave_up = false;
         let (seq, phase) = self.seq.wait_until_phase(
             |s| {
@@ -112,24 +143,19 @@ impl Turn {
         if gave_up && !party.owns(seq) {
             Ok((TurnWait::GaveUp(seq), phase))
         } else {
-            Ok((TurnWait::Mine(seq), phase))
+            Ok((TurnWait::Mine(TurnToken { seq, party }), phase))
         }
     }
 
-    /// Hands the turn over: publishes `next` (normally the step just done
-    /// plus one) and wakes the peer if it sleeps.
+    /// Hands the turn over: publishes the token's step plus one and wakes
+    /// the peer if it sleeps.
     #[inline]
-    pub fn pass(&self, next: u32) {
-        debug_assert_eq!(next, self.seq.load_relaxed().wrapping_add(1));
+    pub fn pass(&self, token: TurnToken) {
+        let next = token.seq.wrapping_add(1);
+        debug_assert_eq!(token.seq, self.seq.load_relaxed());
         // SYNC POINT: release of everything this step wrote; acquired by the
         // peer's `wait` (inside FutexCell::publish / wait_until).
         self.seq.publish(next);
-    }
-
-    /// Sets the sequence without the step check: used once when a job's
-    /// segments are created or repaired.
-    pub fn reset(&self, seq: u32) {
-        self.seq.publish(seq);
     }
 
     /// Wakes a sleeping party so it re-checks its `give_up` condition.
@@ -163,9 +189,9 @@ mod tests {
                 loop {
                     let deadline = Instant::now() + Duration::from_secs(30);
                     match t.wait(party, |s| s >= n, SpinPolicy::HANDOFF, deadline) {
-                        Ok(TurnWait::Mine(s)) if s < n => {
+                        Ok(TurnWait::Mine(tok)) if tok.seq() < n => {
                             mine += 1;
-                            t.pass(s + 1);
+                            t.pass(tok);
                         }
                         Ok(_) => return mine,
                         Err(e) => panic!("timed out at {e:?}"),

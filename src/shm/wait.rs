@@ -90,7 +90,7 @@ impl Deadline {
 
 /// In which phase a wait saw its condition hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum WaitPhase {
     /// During the tight polls (or at once).
     Polls,
     /// During the timed spin with PAUSE.
@@ -128,11 +128,11 @@ impl AdaptiveSpin {
         self.current
     }
     /// Learns from how the last wait ended.
-    pub fn observe(&mut self, phase: Phase) {
+    pub fn observe(&mut self, phase: WaitPhase) {
         self.current = match phase {
-            Phase::Polls => self.base,
-            Phase::Spin => self.current,
-            Phase::Yield | Phase::Sleep => SpinPolicy {
+            WaitPhase::Polls => self.base,
+            WaitPhase::Spin => self.current,
+            WaitPhase::Yield | WaitPhase::Sleep => SpinPolicy {
                 polls: self.base.polls.min(Self::DEGRADED_POLLS),
                 spin: Duration::ZERO,
                 yields: self.base.yields.max(1),
@@ -278,15 +278,15 @@ impl FutexCell {
         mut done: impl FnMut(u32) -> bool,
         policy: SpinPolicy,
         deadline: impl Into<Deadline>,
-    ) -> Result<(u32, Phase), TimedOut> {
+    ) -> Result<(u32, WaitPhase), TimedOut> {
         let mut v = self.load();
         if done(v) {
-            return Ok((v, Phase::Polls));
+            return Ok((v, WaitPhase::Polls));
         }
         for _ in 0..policy.polls {
             v = self.load();
             if done(v) {
-                return Ok((v, Phase::Polls));
+                return Ok((v, WaitPhase::Polls));
             }
         }
         let start = Instant::now();
@@ -298,7 +298,7 @@ impl FutexCell {
                     spin_loop();
                     v = self.load();
                     if done(v) {
-                        return Ok((v, Phase::Spin));
+                        return Ok((v, WaitPhase::Spin));
                     }
                 }
                 if Instant::now() >= spin_end {
@@ -310,7 +310,7 @@ impl FutexCell {
             std::thread::yield_now();
             v = self.load();
             if done(v) {
-                return Ok((v, Phase::Yield));
+                return Ok((v, WaitPhase::Yield));
             }
         }
         loop {
@@ -324,13 +324,13 @@ impl FutexCell {
             v = self.word.load(Ordering::SeqCst);
             if done(v) {
                 self.sleepers.fetch_sub(1, Ordering::Relaxed);
-                return Ok((v, Phase::Sleep));
+                return Ok((v, WaitPhase::Sleep));
             }
             futex::wait(&self.word, v, Some(deadline - now));
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
             v = self.load();
             if done(v) {
-                return Ok((v, Phase::Sleep));
+                return Ok((v, WaitPhase::Sleep));
             }
         }
     }
@@ -441,12 +441,12 @@ mod tests {
     #[test]
     fn adaptive_spin_degrades_and_recovers() {
         let mut a = AdaptiveSpin::new(SpinPolicy::HANDOFF);
-        a.observe(Phase::Yield);
+        a.observe(WaitPhase::Yield);
         assert_eq!(a.policy().spin, Duration::ZERO);
         assert!(a.policy().polls <= 64);
-        a.observe(Phase::Spin);
+        a.observe(WaitPhase::Spin);
         assert_eq!(a.policy().spin, Duration::ZERO);
-        a.observe(Phase::Polls);
+        a.observe(WaitPhase::Polls);
         assert_eq!(a.policy(), SpinPolicy::HANDOFF);
     }
 

@@ -18,12 +18,11 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
-use crate::error::{CmdResult, Failure};
-use crate::settings::{Rate, StreamFormat, StreamSettings};
+use crate::job::{JobError, RoleCtx};
 use crate::shm::ring::{RingConsumer, RingError};
-use crate::shm::{Access, CommittedBytes, RunName, SpinPolicy};
-use crate::supervisor::control::Control;
-use crate::supervisor::role::Role;
+use crate::shm::{Access, CommittedBytes, SpinPolicy};
+
+use super::{Rate, StreamFormat, StreamSettings};
 
 use super::layout::{
     ProducerRecord, SLOT_HEADER, StreamControl, StreamSegmentError, StreamSegments,
@@ -45,7 +44,7 @@ pub enum ConsumerError {
     State(#[from] StateError),
     /// A slot holds a sequence number the producer never handed out.
     #[error(
-        "segment ring: a slot holds sequence number {seq}, but the producer has only used {bound}; the run is corrupt (`forkring clean`)"
+        "segment ring: a slot holds sequence number {seq}, but the producer has only used {bound}"
     )]
     Sequence {
         /// Sequence number found.
@@ -55,7 +54,7 @@ pub enum ConsumerError {
     },
     /// A gap longer than the dropouts the producer has committed.
     #[error(
-        "segment ring: sequence {seq} follows {last}, a gap of {gap}, but the producer has committed only {unfilled} dropouts not yet filled; the run is corrupt (`forkring clean`)"
+        "segment ring: sequence {seq} follows {last}, a gap of {gap}, but the producer has committed only {unfilled} dropouts not yet filled"
     )]
     Gap {
         /// Sequence number found (or the produced count at the end).
@@ -75,6 +74,20 @@ pub enum ConsumerError {
         /// What is wrong.
         detail: String,
     },
+}
+
+impl From<ConsumerError> for JobError {
+    fn from(e: ConsumerError) -> Self {
+        match e {
+            ConsumerError::Segment(s) => JobError::Segments(s),
+            ConsumerError::Ring(r) => r.into(),
+            ConsumerError::State(s) => JobError::corrupt("stream", s.to_string()),
+            e @ (ConsumerError::Sequence { .. } | ConsumerError::Gap { .. }) => {
+                JobError::corrupt("ring", e.to_string())
+            }
+            e @ ConsumerError::Output { .. } => JobError::Failed(e.to_string()),
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ConsumerError + '_ {
@@ -194,7 +207,7 @@ impl Analyzer {
         self.st.add_to_batch(seq, v, filled);
         self.st.expected = seq + 1;
         if filled {
-            self.st.extrapolated += 1;
+            self.st.filled += 1;
         } else {
             self.st.received += 1;
         }
@@ -210,8 +223,8 @@ impl Analyzer {
             batch: self.st.batches,
             first_seq: self.st.batch_first,
             last_seq: self.st.expected - 1,
-            received: self.st.batch_len - self.st.batch_extrapolated,
-            extrapolated: self.st.batch_extrapolated,
+            received: self.st.batch_len - self.st.batch_filled,
+            filled: self.st.batch_filled,
             mean: &mean,
             std: &std,
             rate_mean: rm,
@@ -220,7 +233,7 @@ impl Analyzer {
         output::batch_end(self.settings.format, &mut self.pending, &r);
         self.st.batches += 1;
         self.st.batch_len = 0;
-        self.st.batch_extrapolated = 0;
+        self.st.batch_filled = 0;
     }
 
     /// Ends the stream at `produced` sequence numbers: fills the numbers
@@ -385,7 +398,7 @@ impl<'a> Consumer<'a> {
     fn check_gap(&self, seq: u64, p: ProducerRecord) -> Result<(), ConsumerError> {
         let st = self.an.state();
         let gap = seq.saturating_sub(st.expected);
-        let unfilled = p.dropped.saturating_sub(st.extrapolated);
+        let unfilled = p.dropped.saturating_sub(st.filled);
         if gap > unfilled {
             return Err(ConsumerError::Gap {
                 seq,
@@ -456,28 +469,21 @@ pub fn rate_line(st: &ConsumerState) -> String {
     let (m, s) = st.rate_stats();
     format!(
         "rate {m:.1} ± {s:.1} vectors/s (window {}), {} received, {} filled in, {} gaps, {} batches",
-        st.window_len, st.received, st.extrapolated, st.gaps, st.batches
+        st.window_len, st.received, st.filled, st.gaps, st.batches
     )
 }
 
-/// Runs the consumer of run `run` until the producer has finished and the
-/// ring is drained.
-pub fn run(run: &RunName) -> CmdResult {
-    let control = Control::open(run, Access::ReadWrite)?;
-    control.claim_role(Role::Consumer)?;
-    let s = control.settings().stream.clone().ok_or_else(|| {
-        Failure::usage(format!(
-            "run {run} has no stream job; start it with `forkring run --jobs stream`"
-        ))
-    })?;
-    let segs = StreamSegments::open(run, &s, Access::ReadWrite)?;
-    let out = control.settings().out.clone();
-    let mut c = Consumer::attach(&segs, &out)?;
+/// Runs the consumer until the producer has finished and the ring is
+/// drained.
+pub fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
+    let s: &StreamSettings = ctx.settings()?;
+    let segs = StreamSegments::open(ctx.run, s, Access::ReadWrite)?;
+    let mut c = Consumer::attach(&segs, ctx.out)?;
     segs.control()?.stats.consumer_attaches.add(1);
-    control.mark_attached(Role::Consumer);
+    ctx.attached();
 
     // Under the supervisor, it prints the live figures; by hand, we do.
-    let by_hand = std::env::var_os(crate::supervisor::spawn::SUPERVISED_ENV).is_none();
+    let by_hand = !ctx.supervised();
     let policy = if s.rate == Rate::Max {
         SpinPolicy::handoff()
     } else {
@@ -502,7 +508,7 @@ pub fn run(run: &RunName) -> CmdResult {
                 .add(crate::clock::process_cpu_ns());
             return Ok(());
         }
-        if control.stop_flag().is_set() && !control.role_alive(Role::Producer) {
+        if ctx.stop().is_set() && !ctx.peer_alive("producer", 0) {
             // Stopping and the producer is gone for good: the ring is
             // drained; the handoff completes the stream from our state.
             return Ok(());
@@ -518,7 +524,7 @@ pub fn run(run: &RunName) -> CmdResult {
             timeout = timeout.min(next_log.saturating_duration_since(Instant::now()));
         }
         if c.ring().wait_available(want, policy, timeout)?.is_err() {
-            control.require_supervisor()?;
+            ctx.require_supervisor()?;
         }
     }
 }

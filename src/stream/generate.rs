@@ -8,7 +8,7 @@ use rand_distr::StandardNormal;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::time::Duration;
 
-use crate::settings::{Distribution, Noise, StreamSettings};
+use super::{Distribution, Noise, StreamSettings};
 
 /// Generates the vector of any sequence number.
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ impl NoiseClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{Rate, StreamFormat};
+    use crate::stream::{Rate, StreamFormat};
 
     fn settings(d: Distribution) -> StreamSettings {
         StreamSettings {

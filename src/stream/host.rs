@@ -4,15 +4,13 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::error::Failure;
+use crate::job::{Counter, HandoffCtx, Job, JobError, JobHost, JobSettings, Progress};
 use crate::outfile::{OutputError, sha256_file, sync_dir, write_atomic};
-use crate::settings::StreamSettings;
 use crate::shm::{Access, RunName};
-use crate::supervisor::job::{HandoffContext, JobHost, Progress};
-use crate::supervisor::role::Role;
 
+use super::StreamSettings;
 use super::consumer::{Consumer, final_name};
-use super::layout::{self, StreamSegmentError, StreamSegments};
+use super::layout::{StreamSegmentError, StreamSegments};
 use super::output::PARTIAL_NAME;
 use super::state::ConsumerState;
 
@@ -63,16 +61,19 @@ impl StreamHost {
     }
 }
 
+/// The stream's end, when it has one (`--count`), as the main counter's
+/// total.
+fn s_count(h: &StreamHost) -> Option<u64> {
+    h.segs.settings().count
+}
+
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
 impl JobHost for StreamHost {
-    fn name(&self) -> &'static str {
-        "stream"
-    }
-    fn roles(&self) -> &'static [Role] {
-        &[Role::Producer, Role::Consumer]
+    fn job(&self) -> &'static dyn Job {
+        &super::JOB
     }
     fn kick(&self) {
         if let Ok(v) = self.segs.ring_view() {
@@ -109,21 +110,25 @@ impl JobHost for StreamHost {
             .and_then(|c| c.producer.snapshot())
             .unwrap_or_default();
         let c = self.consumer_state();
-        Progress::Stream {
-            produced: p.next_seq,
-            received: c.as_ref().map_or(0, |c| c.received),
-            dropped: p.dropped,
-            extrapolated: c.as_ref().map_or(0, |c| c.extrapolated),
-            batches: c.as_ref().map_or(0, |c| c.batches),
-            rate_mean: c.as_ref().and_then(|c| finite(c.rate_mean)),
-            rate_std: c.as_ref().and_then(|c| finite(c.rate_std)),
-            producer_done: p.finished == 1,
+        let of = |f: fn(&ConsumerState) -> u64| c.as_ref().map_or(0, f);
+        Progress {
+            job: "stream".into(),
+            counters: vec![
+                Counter::count("received", of(|c| c.received), "vectors", s_count(self)),
+                Counter::count("produced", p.next_seq, "vectors", None),
+                Counter::count("dropped", p.dropped, "vectors", None),
+                Counter::count("filled", of(|c| c.filled), "vectors", None),
+                Counter::count("batches", of(|c| c.batches), "batches", None),
+                Counter::figure("rate", c.as_ref().map_or(f64::NAN, |c| c.rate_mean), "Hz"),
+                Counter::figure(
+                    "rate_std",
+                    c.as_ref().map_or(f64::NAN, |c| c.rate_std),
+                    "Hz",
+                ),
+            ],
         }
     }
-    fn shm_bytes(&self) -> u64 {
-        layout::shm_bytes(self.segs.settings())
-    }
-    fn handoff(&self, out: &Path, ctx: &HandoffContext) -> Result<serde_json::Value, Failure> {
+    fn handoff(&self, out: &Path, ctx: &HandoffCtx) -> Result<serde_json::Value, JobError> {
         let s = self.segs.settings();
         let sc = self.segs.control()?;
         // Every role has exited. If the producer did not get to commit its
@@ -165,8 +170,21 @@ impl JobHost for StreamHost {
                 }
             })?;
             sync_dir(out)?;
-            let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
-            (bytes, sha256_file(&dest).unwrap_or_default())
+            // A handoff that cannot checksum its own output fails (and can
+            // be retried): summary.json never records an empty checksum.
+            let bytes = std::fs::metadata(&dest)
+                .map_err(|err| OutputError {
+                    op: "read the size of",
+                    path: dest.display().to_string(),
+                    err,
+                })?
+                .len();
+            let sha = sha256_file(&dest).map_err(|err| OutputError {
+                op: "checksum",
+                path: dest.display().to_string(),
+                err,
+            })?;
+            (bytes, sha)
         } else {
             let w = write_atomic(&dest, |w| {
                 let mut f = std::fs::File::open(&working)?;
@@ -178,7 +196,7 @@ impl JobHost for StreamHost {
         Ok(json!({
             "dim": s.dim,
             "distribution": format!("{:?}", s.distribution).to_lowercase(),
-            "rate": s.rate.to_string(),
+            "rate": match s.rate { super::Rate::Hz(h) => json!(h), super::Rate::Max => json!("max") },
             "count": s.count,
             "noise": s.noise.map(|n| json!({"low": n.low, "high": n.high, "burst": n.burst})),
             "batch": s.batch,
@@ -187,7 +205,7 @@ impl JobHost for StreamHost {
             "dropped": p.dropped,
             "drop_events": p.drop_events,
             "received": st.received,
-            "extrapolated": st.extrapolated,
+            "filled": st.filled,
             "duplicates": st.duplicates,
             "gaps": st.gaps,
             "batches": st.batches,
@@ -200,7 +218,7 @@ impl JobHost for StreamHost {
                 "producer": sc.stats.producer_cpu_ns.get() as f64 / 1e9,
                 "consumer": sc.stats.consumer_cpu_ns.get() as f64 / 1e9,
             },
-            "shm_bytes": self.shm_bytes(),
+            "shm_bytes": self.segs.settings().shm_bytes(),
             "files": { name: { "bytes": written.0, "sha256": written.1 } },
         }))
     }

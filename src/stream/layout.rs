@@ -10,16 +10,17 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::settings::StreamSettings;
 use crate::shm::cell::ShmSafe;
 use crate::shm::header::HEADER_SIZE;
 use crate::shm::layout::Fingerprint;
 use crate::shm::ring::{Ring, RingView};
-use crate::shm::segment::{self, Access, OutOfBounds, Segment, SegmentSpec, SegmentsError};
+use crate::shm::segment::{Access, OutOfBounds, Segment, SegmentSpec};
 use crate::shm::{
-    CachePadded, Committed, CommittedBytes, Flag, Param32, Param64, RingError, RunName, Stat64,
+    CachePadded, Committed, CommittedBytes, CreatedSegments, Flag, Param32, Param64, RingError,
+    RunName, SegmentsError, Stat64,
 };
 
+use super::StreamSettings;
 use super::state::ConsumerState;
 
 /// Layout version of the stream job's segments.
@@ -82,9 +83,11 @@ unsafe impl ShmSafe for StreamStats {}
 #[repr(C)]
 pub struct StreamControl {
     params: CachePadded<StreamParams>,
-    /// Raised by the supervisor when the stream should end (image done,
-    /// --duration, stop): the producer commits its last record and exits,
-    /// the consumer drains the ring and exits.
+    /// Raised by the supervisor when the stream should end for good (the
+    /// jobs that end the run are complete, or --duration): the producer
+    /// commits its last record and exits, the consumer drains the ring and
+    /// exits. A stop request (signal, restart limit) does not raise it: it
+    /// raises the run's stop flag, so the stream stays resumable.
     pub finish: CachePadded<Flag>,
     /// The producer's record.
     pub producer: CachePadded<Committed<ProducerRecord>>,
@@ -112,9 +115,14 @@ const STREAM_FP: u64 = Fingerprint::new("stream")
     .num(std::mem::offset_of!(StreamControl, finish))
     .num(std::mem::offset_of!(StreamControl, producer))
     .num(std::mem::size_of::<ProducerRecord>())
+    .num(std::mem::offset_of!(ProducerRecord, finished))
+    .num(std::mem::offset_of!(ProducerRecord, next_seq))
+    .num(std::mem::offset_of!(ProducerRecord, dropped))
+    .num(std::mem::offset_of!(ProducerRecord, drop_events))
     .num(std::mem::size_of::<StreamStats>())
     .num(CommittedBytes::COPIES_OFFSET)
     .num(super::state::HEADER_WORDS)
+    .bytes(super::state::ENCODING)
     .finish();
 const RING_FP: u64 = Fingerprint::new("ring")
     .num(std::mem::size_of::<Ring>())
@@ -146,7 +154,7 @@ pub fn shm_bytes(s: &StreamSettings) -> u64 {
 }
 
 /// Errors of creating or opening the stream segments.
-pub type StreamSegmentError = SegmentsError;
+pub(crate) type StreamSegmentError = SegmentsError;
 
 /// The mapped segments of a stream job.
 #[derive(Debug)]
@@ -167,6 +175,7 @@ impl StreamSegments {
             )));
         }
         let [cs, rs] = specs(s);
+        let mut guard = CreatedSegments::new();
         let control = Segment::create(run, &cs, |seg| {
             let c: &StreamControl = seg.body().expect("sized by spec");
             c.params.dim.set(s.dim);
@@ -175,26 +184,19 @@ impl StreamSegments {
             c.params.ring_slots.set(s.ring_slots);
             c.params.seed.set(s.seed);
         })?;
-        let ring = match Segment::create(run, &rs, |seg| {
+        guard.add(control.name());
+        let ring = Segment::create(run, &rs, |seg| {
             let r: &Ring = seg.body().expect("sized by spec");
             r.init(s.ring_slots, s.slot_size());
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = segment::unlink(control.name());
-                return Err(e.into());
-            }
-        };
+        })?;
+        guard.add(ring.name());
         let me = StreamSegments {
             settings: s.clone(),
             control,
             ring,
         };
-        if let Err(e) = me.validate() {
-            let _ = segment::unlink(me.control.name());
-            let _ = segment::unlink(me.ring.name());
-            return Err(e);
-        }
+        me.validate()?;
+        guard.keep();
         Ok(me)
     }
 
@@ -278,9 +280,4 @@ impl StreamSegments {
     pub fn names(&self) -> [&str; 2] {
         [self.control.name(), self.ring.name()]
     }
-}
-
-/// Names of the stream segments of `run`.
-pub fn segment_names(run: &RunName) -> Vec<String> {
-    PARTS.iter().map(|p| run.segment(p)).collect()
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::settings::StreamFormat;
+use super::StreamFormat;
 
 /// A finished batch.
 #[derive(Debug, Serialize)]
@@ -20,7 +20,7 @@ pub struct BatchRecord<'a> {
     /// Vectors received.
     pub received: u32,
     /// Vectors filled in.
-    pub extrapolated: u32,
+    pub filled: u32,
     /// Column means.
     pub mean: &'a [f64],
     /// Column (population) standard deviations.
@@ -79,9 +79,9 @@ pub fn batch_end(f: StreamFormat, buf: &mut Vec<u8>, r: &BatchRecord<'_>) {
                 r.batch,
                 r.first_seq,
                 r.last_seq,
-                r.received + r.extrapolated,
+                r.received + r.filled,
                 r.received,
-                r.extrapolated
+                r.filled
             );
             let _ = writeln!(buf, "{:>8} {:>12} {:>12}", "column", "mean", "std");
             for (c, (m, s)) in r.mean.iter().zip(r.std).enumerate() {
@@ -108,7 +108,7 @@ mod tests {
             first_seq: 200,
             last_seq: 299,
             received: 99,
-            extrapolated: 1,
+            filled: 1,
             mean: &[0.5, -0.25],
             std: &[1.0, 2.0],
             rate_mean: f64::NAN,
@@ -134,7 +134,7 @@ mod tests {
             first_seq: 0,
             last_seq: 1,
             received: 1,
-            extrapolated: 1,
+            filled: 1,
             mean: &[1.25, 2.25],
             std: &[0.25, 0.25],
             rate_mean: 1000.0,

@@ -12,16 +12,14 @@
 
 use std::time::Duration;
 
-use crate::error::{CmdResult, Failure};
-use crate::settings::Rate;
+use crate::clock::{monotonic_ns, sleep_until_ns};
+use crate::job::{JobError, RoleCtx};
 use crate::shm::ring::RingProducer;
-use crate::shm::{Access, RunName, SpinPolicy};
-use crate::supervisor::control::Control;
-use crate::supervisor::role::Role;
+use crate::shm::{Access, SpinPolicy};
 
 use super::generate::{Generator, NoiseClock};
 use super::layout::{ProducerRecord, SLOT_HEADER, StreamSegments};
-use crate::clock::{monotonic_ns, sleep_until_ns};
+use super::{Rate, StreamSettings};
 
 /// Slots written per commit when producing as fast as possible.
 pub const CHUNK: u32 = 64;
@@ -33,13 +31,13 @@ const SHORT_SLEEP_NS: u64 = 100_000_000;
 /// Writes vector `seq` stamped `ts` into `slot` (`16 + 4 * dim` bytes).
 /// Also used by `forkring bench stream` for the pipe and socket producers.
 #[inline]
-pub fn write_slot(slot: &mut [u8], seq: u64, ts: u64, g: &Generator) -> Result<(), Failure> {
+pub fn write_slot(slot: &mut [u8], seq: u64, ts: u64, g: &Generator) -> Result<(), JobError> {
     slot[..8].copy_from_slice(&seq.to_le_bytes());
     slot[8..16].copy_from_slice(&ts.to_le_bytes());
     // Slots are 8-aligned (64-aligned array, size a multiple of 8), so the
     // values are 4-aligned; try_cast reports rather than panics otherwise.
     let values: &mut [f32] = bytemuck::try_cast_slice_mut(&mut slot[SLOT_HEADER..])
-        .map_err(|e| Failure::runtime(format!("segment ring: slot is not f32-aligned ({e:?})")))?;
+        .map_err(|e| JobError::corrupt("ring", format!("slot is not f32-aligned ({e:?})")))?;
     g.fill(seq, values);
     if cfg!(target_endian = "big") {
         values
@@ -49,29 +47,23 @@ pub fn write_slot(slot: &mut [u8], seq: u64, ts: u64, g: &Generator) -> Result<(
     Ok(())
 }
 
-/// Runs the producer of run `run`.
-pub fn run(run: &RunName) -> CmdResult {
-    let control = Control::open(run, Access::ReadWrite)?;
-    control.claim_role(Role::Producer)?;
-    let s = control.settings().stream.clone().ok_or_else(|| {
-        Failure::usage(format!(
-            "run {run} has no stream job; start it with `forkring run --jobs stream`"
-        ))
-    })?;
-    let segs = StreamSegments::open(run, &s, Access::ReadWrite)?;
+/// Runs the producer of the run.
+pub fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
+    let s: &StreamSettings = ctx.settings()?;
+    let segs = StreamSegments::open(ctx.run, s, Access::ReadWrite)?;
     let sc = segs.control()?;
     let (_, mut rec) = sc.producer.load();
     let view = segs.ring_view()?;
     let mut ring = RingProducer::resume_at(view, rec.head)?;
     sc.stats.producer_attaches.add(1);
-    control.mark_attached(Role::Producer);
+    ctx.attached();
     if rec.finished == 1 {
         ring.flush_wake();
         sc.stats.producer_cpu_ns.add(crate::clock::process_cpu_ns());
         return Ok(());
     }
 
-    let generator = Generator::new(&s);
+    let generator = Generator::new(s);
     let mut noise = s.noise.map(|n| {
         NoiseClock::new(
             n,
@@ -80,9 +72,9 @@ pub fn run(run: &RunName) -> CmdResult {
         )
     });
     let count = s.count.unwrap_or(u64::MAX);
-    let stop = control.stop_flag();
+    let stop = ctx.stop();
     let finishing = || sc.finish.is_set() || stop.is_set();
-    let check_supervisor = || control.require_supervisor();
+    let check_supervisor = || ctx.require_supervisor();
 
     // Produces sequence numbers into free slots `0..room` until `room`
     // slots are written or `limit` numbers are used; returns slots written.
@@ -90,7 +82,7 @@ pub fn run(run: &RunName) -> CmdResult {
                        rec: &mut ProducerRecord,
                        room: u32,
                        limit: u64|
-     -> Result<u32, Failure> {
+     -> Result<u32, JobError> {
         let mut written = 0;
         let mut used = 0;
         while written < room && used < limit && rec.next_seq < count {
@@ -148,7 +140,8 @@ pub fn run(run: &RunName) -> CmdResult {
                         sleep_until_ns(due);
                     } else {
                         // Long gaps (slow rates) sleep on the finish flag,
-                        // so a stop wakes us at once.
+                        // so a finish request wakes us at once; a stop is
+                        // noticed within the liveness slice.
                         sc.finish.wait(Duration::from_nanos(
                             (due - now).min(LIVENESS_SLICE.as_nanos() as u64),
                         ));

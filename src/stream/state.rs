@@ -14,11 +14,16 @@
 /// Words of the fixed header.
 pub const HEADER_WORDS: usize = 16;
 
+/// The encoding below, for the stream segment's layout fingerprint: a build
+/// that encodes the state differently refuses the segment instead of
+/// misreading it.
+pub const ENCODING: &[u8] = b"tail|finished,expected,received,filled,duplicates,gaps,batches,\
+file_offset,batch_len|batch_filled,batch_first,has_last|window_len,last_seq,last_ts,window_pos,\
+rate_mean,rate_std;sums f64,sumsq f64,last f32 pairs,rates f64";
+
 /// Why a committed state was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "segment stream: consumer state field {field} is {found} ({rule}); the run is corrupt (`forkring clean`)"
-)]
+#[error("consumer state field {field} is {found} ({rule})")]
 pub struct StateError {
     /// Field.
     pub field: &'static str,
@@ -36,12 +41,12 @@ pub struct ConsumerState {
     /// The stream ended and the last batch was written.
     pub finished: bool,
     /// Next sequence number expected; everything below is accounted for
-    /// (received or filled in). Invariant: `expected = received + extrapolated`.
+    /// (received or filled in). Invariant: `expected = received + filled`.
     pub expected: u64,
     /// Vectors received.
     pub received: u64,
     /// Vectors filled in by interpolation (or extrapolation at the ends).
-    pub extrapolated: u64,
+    pub filled: u64,
     /// Vectors received with a sequence number already accounted for.
     pub duplicates: u64,
     /// Gaps detected (runs of missing sequence numbers).
@@ -53,7 +58,7 @@ pub struct ConsumerState {
     /// Vectors in the open batch (`< batch`).
     pub batch_len: u32,
     /// Filled-in vectors in the open batch.
-    pub batch_extrapolated: u32,
+    pub batch_filled: u32,
     /// Sequence number of the open batch's first vector.
     pub batch_first: u64,
     /// Whether `last` holds a received vector.
@@ -107,13 +112,13 @@ impl ConsumerState {
             finished: false,
             expected: 0,
             received: 0,
-            extrapolated: 0,
+            filled: 0,
             duplicates: 0,
             gaps: 0,
             batches: 0,
             file_offset: 0,
             batch_len: 0,
-            batch_extrapolated: 0,
+            batch_filled: 0,
             batch_first: 0,
             has_last: false,
             last_seq: 0,
@@ -137,12 +142,12 @@ impl ConsumerState {
         out[0] = pack(self.tail, self.finished as u32);
         out[1] = self.expected;
         out[2] = self.received;
-        out[3] = self.extrapolated;
+        out[3] = self.filled;
         out[4] = self.duplicates;
         out[5] = self.gaps;
         out[6] = self.batches;
         out[7] = self.file_offset;
-        out[8] = pack(self.batch_len, self.batch_extrapolated);
+        out[8] = pack(self.batch_len, self.batch_filled);
         out[9] = self.batch_first;
         out[10] = pack(self.has_last as u32, self.window_len);
         out[11] = self.last_seq;
@@ -181,13 +186,13 @@ impl ConsumerState {
         };
         s.expected = words[1];
         s.received = words[2];
-        s.extrapolated = words[3];
+        s.filled = words[3];
         s.duplicates = words[4];
         s.gaps = words[5];
         s.batches = words[6];
         s.file_offset = words[7];
         s.batch_len = lo(words[8]);
-        s.batch_extrapolated = hi(words[8]);
+        s.batch_filled = hi(words[8]);
         s.batch_first = words[9];
         s.has_last = match lo(words[10]) {
             0 => false,
@@ -200,18 +205,14 @@ impl ConsumerState {
         s.window_pos = words[13] as u32;
         s.rate_mean = f64::from_bits(words[14]);
         s.rate_std = f64::from_bits(words[15]);
-        if s.received.checked_add(s.extrapolated) != Some(s.expected) {
-            return bad("expected", s.expected, "must equal received + extrapolated");
+        if s.received.checked_add(s.filled) != Some(s.expected) {
+            return bad("expected", s.expected, "must equal received + filled");
         }
         if s.batch_len >= batch.max(1) {
             return bad("batch_len", s.batch_len as u64, "below the batch size");
         }
-        if s.batch_extrapolated > s.batch_len {
-            return bad(
-                "batch_extrapolated",
-                s.batch_extrapolated as u64,
-                "at most batch_len",
-            );
+        if s.batch_filled > s.batch_len {
+            return bad("batch_filled", s.batch_filled as u64, "at most batch_len");
         }
         if s.window_len > window {
             return bad("window_len", s.window_len as u64, "at most the rate window");
@@ -252,7 +253,7 @@ impl ConsumerState {
         }
         self.batch_len += 1;
         if filled {
-            self.batch_extrapolated += 1;
+            self.batch_filled += 1;
         }
     }
 
@@ -318,7 +319,7 @@ mod tests {
         s.tail = 77;
         s.expected = 10;
         s.received = 8;
-        s.extrapolated = 2;
+        s.filled = 2;
         s.add_to_batch(5, &[1.0, 2.0, 3.0], false);
         s.add_to_batch(6, &[3.0, 2.0, 1.0], true);
         s.has_last = true;
@@ -354,7 +355,7 @@ mod tests {
             "batch_len"
         );
         let mut bad = w.clone();
-        bad[1] = 11; // expected != received + extrapolated
+        bad[1] = 11; // expected != received + filled
         assert_eq!(
             ConsumerState::decode(&bad, 3, 4, 100).unwrap_err().field,
             "expected"

@@ -13,20 +13,20 @@
 //! idempotent. Killed during 3, the control segment remains with phase
 //! handed-off, and the next `forkring run` or `forkring clean` removes what is
 //! left. If writing fails (disk full, directory gone), the segments stay and
-//! the error names the command that retries.
+//! the command line names the command that retries.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::error::Failure;
+use crate::control::RunPhase;
+use crate::job::{HandoffCtx, JobHost, Registry};
 use crate::outfile::write_atomic;
 use crate::shm::segment;
 
-use super::control::{Control, Phase};
-use super::job::{HandoffContext, JobHost};
-use super::role::Role;
+use super::error::RunError;
+use super::opened::OpenRun;
 
 /// Why the run ended, for the summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,50 +52,61 @@ impl EndCause {
     }
 }
 
+/// Restart counts by role label, in slot order.
+pub fn restarts_by_role(open: &OpenRun) -> BTreeMap<String, u64> {
+    open.roles
+        .iter()
+        .map(|r| (r.label(), open.control.role_view(r.slot).restarts))
+        .collect()
+}
+
 /// Writes every job's files and `summary.json` into `out`. Returns the
 /// summary. Segments are left alone (see [`remove_segments`]).
 pub fn write_results(
-    control: &Control,
+    open: &OpenRun,
     jobs: &[Box<dyn JobHost>],
     out: &Path,
     seconds: f64,
     cause: &EndCause,
-) -> Result<Value, Failure> {
-    control.set_phase(Phase::HandingOff);
-    let ctx = HandoffContext { seconds };
+) -> Result<Value, RunError> {
+    let control = &open.control;
+    let run = control.run();
+    control.set_phase(RunPhase::HandingOff);
+    let ctx = HandoffCtx { seconds };
     let mut summary = Map::new();
-    summary.insert("run".into(), json!(control.run().as_str()));
+    summary.insert("run".into(), json!(run.as_str()));
     summary.insert(
         "jobs".into(),
-        json!(jobs.iter().map(|j| j.name()).collect::<Vec<_>>()),
+        json!(jobs.iter().map(|j| j.job().name()).collect::<Vec<_>>()),
     );
     let complete = jobs.iter().all(|j| j.is_complete());
     summary.insert("complete".into(), json!(complete));
     summary.insert("stopped_by".into(), cause.label());
     summary.insert("seconds".into(), json!(seconds));
-    let mut restarts = BTreeMap::new();
-    for j in jobs {
-        for r in j.roles() {
-            restarts.insert(r.name(), control.role_view(*r).restarts);
-        }
-    }
-    summary.insert("restarts".into(), json!(restarts));
+    summary.insert("restarts".into(), json!(restarts_by_role(open)));
     summary.insert("resumes".into(), json!(control.resumes()));
     summary.insert(
         "shm_bytes".into(),
-        json!(jobs.iter().map(|j| j.shm_bytes()).sum::<u64>() + super::control::SIZE as u64),
+        json!(open.settings.jobs_shm_bytes() + control.segment().len() as u64),
     );
     summary.insert("out".into(), json!(out.display().to_string()));
+    summary.insert(
+        "settings".into(),
+        Value::Object(
+            open.settings
+                .jobs
+                .iter()
+                .map(|j| (j.job().name().to_string(), j.to_json()))
+                .collect(),
+        ),
+    );
     for j in jobs {
-        let section = j.handoff(out, &ctx).map_err(|f| {
-            Failure::runtime(format!(
-                "handoff of the {} job failed: {}. The run's segments are kept; retry with `forkring handoff --run {} --out DIR`",
-                j.name(),
-                f.message,
-                control.run()
-            ))
+        let section = j.handoff(out, &ctx).map_err(|source| RunError::Handoff {
+            run: run.clone(),
+            job: j.job().name(),
+            source: Box::new(source),
         })?;
-        summary.insert(j.name().into(), section);
+        summary.insert(j.job().name().into(), section);
     }
     let summary = Value::Object(summary);
     let text = serde_json::to_string_pretty(&summary).expect("JSON values serialise");
@@ -103,13 +114,11 @@ pub fn write_results(
         w.write_all(text.as_bytes())?;
         w.write_all(b"\n")
     })
-    .map_err(|e| {
-        Failure::runtime(format!(
-            "{e}. The run's segments are kept; retry with `forkring handoff --run {} --out DIR`",
-            control.run()
-        ))
+    .map_err(|source| RunError::Output {
+        run: Some(run.clone()),
+        source,
     })?;
-    control.set_phase(Phase::HandedOff);
+    control.set_phase(RunPhase::HandedOff);
     for j in jobs {
         j.handoff_done();
     }
@@ -117,50 +126,56 @@ pub fn write_results(
 }
 
 /// Unlinks the jobs' segments, then the control segment.
-pub fn remove_segments(control: &Control, jobs: &[Box<dyn JobHost>]) {
+pub fn remove_segments(open: &OpenRun, jobs: &[Box<dyn JobHost>]) {
     for j in jobs {
         for name in j.segment_names() {
             let _ = segment::unlink(&name);
         }
     }
-    let _ = segment::unlink(control.segment().name());
+    let _ = segment::unlink(open.control.segment().name());
 }
 
-/// Restart counts by role name, for display.
-pub fn restarts_by_role(control: &Control, jobs: &[Box<dyn JobHost>]) -> BTreeMap<Role, u64> {
-    let mut m = BTreeMap::new();
-    for j in jobs {
-        for r in j.roles() {
-            m.insert(*r, control.role_view(*r).restarts);
-        }
+/// Writes the results of a run none of whose processes lives (the caller
+/// holds its supervisor lock) into `out`, removes its segments and prints
+/// the summary. Returns the summary.
+pub fn hand_off_stopped(
+    open: &OpenRun,
+    jobs: &[Box<dyn JobHost>],
+    out: &Path,
+    registry: Registry,
+    as_json: bool,
+) -> Result<Value, RunError> {
+    let out = crate::outfile::prepare_dir(out)
+        .map_err(|source| RunError::Output { run: None, source })?;
+    let summary = write_results(
+        open,
+        jobs,
+        &out,
+        open.control.prior_seconds(),
+        &EndCause::Manual,
+    )?;
+    remove_segments(open, jobs);
+    print_summary(&summary, registry, as_json);
+    Ok(summary)
+}
+
+/// Prints the summary: as JSON, or as one line.
+pub fn print_summary(summary: &Value, registry: Registry, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(summary).expect("serialisable"));
+    } else {
+        println!("{}", summary_line(summary, registry));
     }
-    m
 }
 
 /// A one-line human summary of a finished run.
-pub fn summary_line(summary: &Value) -> String {
-    let mut parts = Vec::new();
+pub fn summary_line(summary: &Value, registry: Registry) -> String {
     let run = summary["run"].as_str().unwrap_or("?");
     let secs = summary["seconds"].as_f64().unwrap_or(0.0);
-    if let Some(img) = summary.get("image") {
-        parts.push(format!(
-            "image {} {} ({} iterations, seed {})",
-            img["size"].as_str().unwrap_or("?"),
-            if img["complete"].as_bool() == Some(true) {
-                "complete"
-            } else {
-                "partial"
-            },
-            img["iterations"],
-            img["seed"],
-        ));
-    }
-    if let Some(st) = summary.get("stream") {
-        parts.push(format!(
-            "stream {} produced, {} received, {} dropped, {} filled, {} duplicates",
-            st["produced"], st["received"], st["dropped"], st["extrapolated"], st["duplicates"]
-        ));
-    }
+    let parts: Vec<String> = registry
+        .iter()
+        .filter_map(|j| summary.get(j.name()).map(|s| j.summary_line(s)))
+        .collect();
     let restarts: u64 = summary["restarts"]
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
@@ -170,8 +185,9 @@ pub fn summary_line(summary: &Value) -> String {
         None => String::new(),
     };
     format!(
-        "run {run}: {} in {secs:.2} s, {restarts} restarts{stopped}; results in {}",
+        "run {run}: {} in {secs:.2} s, {}{stopped}; results in {}",
         parts.join("; "),
+        crate::units::plural(restarts, "restart", "restarts"),
         summary["out"].as_str().unwrap_or("?")
     )
 }

@@ -5,8 +5,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::role::{ROLE_COUNT, Role};
-
 /// First restart delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Restart delay cap.
@@ -42,26 +40,28 @@ pub enum Decision {
     GiveUp,
 }
 
-/// Remembers recent restarts.
+/// Remembers recent restarts, of the whole run and of each role slot.
 #[derive(Debug, Clone)]
 pub struct RestartTracker {
     policy: RestartPolicy,
     all: VecDeque<Instant>,
-    per_role: [VecDeque<Instant>; ROLE_COUNT],
+    /// One queue per role slot of the run's role table.
+    per_role: Vec<VecDeque<Instant>>,
 }
 
 impl RestartTracker {
-    /// A tracker for `policy`.
-    pub fn new(policy: RestartPolicy) -> Self {
+    /// A tracker for `policy` over a run of `roles` role slots.
+    pub fn new(policy: RestartPolicy, roles: u32) -> Self {
         RestartTracker {
             policy,
             all: VecDeque::new(),
-            per_role: Default::default(),
+            per_role: vec![VecDeque::new(); roles as usize],
         }
     }
 
-    /// Decides about `role`, which died abnormally at `now`.
-    pub fn on_failure(&mut self, role: Role, now: Instant) -> Decision {
+    /// Decides about the role in slot `slot`, which died abnormally at
+    /// `now`.
+    pub fn on_failure(&mut self, slot: u32, now: Instant) -> Decision {
         let window = self.policy.window;
         let prune = |q: &mut VecDeque<Instant>| {
             while q.front().is_some_and(|&t| now.duration_since(t) > window) {
@@ -69,7 +69,9 @@ impl RestartTracker {
             }
         };
         prune(&mut self.all);
-        let mine = &mut self.per_role[role.index()];
+        debug_assert!((slot as usize) < self.per_role.len());
+        let last = self.per_role.len().saturating_sub(1);
+        let mine = &mut self.per_role[(slot as usize).min(last)];
         prune(mine);
         if self.all.len() as u64 + 1 > self.policy.max_restarts as u64 {
             return Decision::GiveUp;
@@ -90,53 +92,54 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_the_cap() {
-        let mut t = RestartTracker::new(RestartPolicy {
-            max_restarts: 100,
-            window: Duration::from_secs(60),
-        });
+        let mut t = RestartTracker::new(
+            RestartPolicy {
+                max_restarts: 100,
+                window: Duration::from_secs(60),
+            },
+            2,
+        );
         let now = Instant::now();
         let delays: Vec<_> = (0..9)
-            .map(
-                |i| match t.on_failure(Role::Ping, now + Duration::from_millis(i)) {
-                    Decision::Restart { delay } => delay.as_millis(),
-                    Decision::GiveUp => panic!(),
-                },
-            )
+            .map(|i| match t.on_failure(0, now + Duration::from_millis(i)) {
+                Decision::Restart { delay } => delay.as_millis(),
+                Decision::GiveUp => panic!(),
+            })
             .collect();
         assert_eq!(delays, vec![10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
         // Another role starts from the minimum.
         assert_eq!(
-            t.on_failure(Role::Pong, now),
+            t.on_failure(1, now),
             Decision::Restart { delay: BACKOFF_MIN }
         );
     }
 
     #[test]
     fn gives_up_after_more_than_r_in_t() {
-        let mut t = RestartTracker::new(RestartPolicy::default());
+        let mut t = RestartTracker::new(RestartPolicy::default(), 8);
         let now = Instant::now();
         for i in 0..10 {
             assert!(matches!(
-                t.on_failure(Role::ALL[i % 4], now + Duration::from_millis(i as u64)),
+                t.on_failure(i as u32 % 8, now + Duration::from_millis(i as u64)),
                 Decision::Restart { .. }
             ));
         }
         assert_eq!(
-            t.on_failure(Role::Ping, now + Duration::from_millis(20)),
+            t.on_failure(0, now + Duration::from_millis(20)),
             Decision::GiveUp
         );
     }
 
     #[test]
     fn old_restarts_age_out() {
-        let mut t = RestartTracker::new(RestartPolicy::default());
+        let mut t = RestartTracker::new(RestartPolicy::default(), 8);
         let now = Instant::now();
         for i in 0..10 {
-            t.on_failure(Role::Ping, now + Duration::from_millis(i));
+            t.on_failure(0, now + Duration::from_millis(i));
         }
         let later = now + Duration::from_secs(6);
         assert_eq!(
-            t.on_failure(Role::Ping, later),
+            t.on_failure(0, later),
             Decision::Restart { delay: BACKOFF_MIN }
         );
     }

@@ -8,20 +8,21 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::job::Progress;
+use crate::job::{Counter, CounterValue, Progress};
+use crate::units::{short, thousands};
 
-/// Default time between log lines (and rate samples); a stream job's
-/// `--rate-interval` replaces it.
+/// Default time between log lines (and rate samples); a job's
+/// `log_interval` (the stream's `--rate-interval`) replaces it.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How progress is shown.
 #[derive(Debug)]
 enum Mode {
-    /// Live bars on a terminal.
+    /// Live bars on a terminal: one per job, then a status line.
     Bars {
         multi: MultiProgress,
-        image: Option<ProgressBar>,
-        stream: Option<ProgressBar>,
+        /// Per job: a bar if its main counter has a total, else a line.
+        jobs: Vec<(ProgressBar, bool)>,
         status: ProgressBar,
     },
     /// A log line every `interval`.
@@ -36,7 +37,8 @@ pub struct Display {
     mode: Mode,
     started: Instant,
     last_line: Instant,
-    last_sample: Option<(Instant, Vec<Progress>)>,
+    /// When the main counters were last sampled, and their values.
+    last_sample: Option<(Instant, Vec<u64>)>,
     rates: Vec<Option<f64>>,
     /// Log lines go to stderr instead of stdout (stdout carries JSON).
     log_to_stderr: bool,
@@ -44,67 +46,53 @@ pub struct Display {
     interval: Duration,
 }
 
-fn human(n: f64) -> String {
-    if n >= 1e9 {
-        format!("{:.2}G", n / 1e9)
-    } else if n >= 1e6 {
-        format!("{:.2}M", n / 1e6)
-    } else if n >= 1e3 {
-        format!("{:.1}k", n / 1e3)
-    } else {
-        format!("{n:.0}")
+fn counter_text(c: &Counter) -> String {
+    match c.value {
+        CounterValue::Count(n) => format!("{} {}", c.name, thousands(n)),
+        CounterValue::Figure(Some(x)) => format!("{} {x:.1} {}", c.name, c.unit),
+        CounterValue::Figure(None) => format!("{} -", c.name),
     }
 }
 
-/// One-line description of a job's progress (used by log lines and
-/// `forkring status`). `per_s` is the recent rate of the main counter.
+/// One-line description of a job's progress (log lines, systemd's
+/// `STATUS=`, `forkring status`), from its counters alone. `per_s` is the
+/// recent rate of the main counter.
 pub fn describe(p: &Progress, per_s: Option<f64>) -> String {
-    match p {
-        Progress::Image {
-            iteration, total, ..
-        } => {
-            let pct = if *total > 0 {
-                100.0 * *iteration as f64 / *total as f64
-            } else {
-                100.0
-            };
-            let mut s = format!("image {iteration}/{total} iterations ({pct:.1}%)");
-            if let Some(r) = per_s {
-                s += &format!(", {} it/s", human(r));
-                if r > 0.0 && iteration < total {
-                    s += &format!(", ETA {:.1}s", (*total - *iteration) as f64 / r);
-                }
+    let mut parts = Vec::new();
+    if let Some(main) = p.counters.first() {
+        let v = main.as_count();
+        let mut s = match main.total {
+            Some(total) => {
+                let pct = if total > 0 {
+                    100.0 * v as f64 / total as f64
+                } else {
+                    100.0
+                };
+                format!(
+                    "{} {}/{} {} ({pct:.1}%)",
+                    p.job,
+                    thousands(v),
+                    thousands(total),
+                    main.name
+                )
             }
-            s
+            None => format!("{} {}", p.job, counter_text(main)),
+        };
+        if let Some(r) = per_s {
+            s += &format!(", {} {}/s", short(r), main.unit);
+            if let Some(total) = main.total
+                && r > 0.0
+                && v < total
+            {
+                s += &format!(", ETA {:.1} s", (total - v) as f64 / r);
+            }
         }
-        Progress::Stream {
-            produced,
-            received,
-            dropped,
-            extrapolated,
-            rate_mean,
-            rate_std,
-            ..
-        } => {
-            let mut s = format!(
-                "stream {received} received of {produced} produced, {dropped} dropped, {extrapolated} filled"
-            );
-            if let Some(r) = per_s {
-                s += &format!(", {} vectors/s", human(r));
-            }
-            if let (Some(m), Some(sd)) = (rate_mean, rate_std) {
-                s += &format!(", rate {m:.1} ± {sd:.1} Hz");
-            }
-            s
-        }
+        parts.push(s);
+    } else {
+        parts.push(p.job.clone());
     }
-}
-
-fn main_counter(p: &Progress) -> u64 {
-    match p {
-        Progress::Image { iteration, .. } => *iteration,
-        Progress::Stream { received, .. } => *received,
-    }
+    parts.extend(p.counters.iter().skip(1).map(counter_text));
+    parts.join(", ")
 }
 
 impl Display {
@@ -115,42 +103,45 @@ impl Display {
             Mode::Quiet
         } else if std::io::stdout().is_terminal() && !json {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
-            let mut image = None;
-            let mut stream = None;
-            for p in jobs {
-                match p {
-                    Progress::Image { total, .. } => {
-                        let b = multi.add(ProgressBar::new(*total));
-                        b.set_style(
-                            ProgressStyle::with_template(
-                                "image  [{bar:32.cyan/blue}] {percent:>3}% {human_pos}/{human_len} it  {rate} it/s  ETA {eta}",
-                            )
-                            .expect("valid template")
-                            .with_key(
-                                "rate",
-                                |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                                    let _ = w.write_str(&human(st.per_sec()));
-                                },
-                            )
-                            .progress_chars("=> "),
-                        );
-                        image = Some(b);
+            let bars = jobs
+                .iter()
+                .map(|p| {
+                    let main = p.counters.first();
+                    match main.and_then(|c| c.total) {
+                        Some(total) => {
+                            let b = multi.add(ProgressBar::new(total));
+                            let unit = main.map_or("", |c| c.unit.as_str());
+                            b.set_style(
+                                ProgressStyle::with_template(&format!(
+                                    "{:<6} [{{bar:32.cyan/blue}}] {{percent:>3}}% {{human_pos}}/{{human_len}} {unit}  {{rate}}/s  ETA {{eta}}  {{msg}}",
+                                    p.job
+                                ))
+                                .expect("valid template")
+                                .with_key(
+                                    "rate",
+                                    |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                                        let _ = w.write_str(&short(st.per_sec()));
+                                    },
+                                )
+                                .progress_chars("=> "),
+                            );
+                            (b, true)
+                        }
+                        None => {
+                            let b = multi.add(ProgressBar::new_spinner());
+                            b.set_style(
+                                ProgressStyle::with_template("{msg}").expect("valid template"),
+                            );
+                            (b, false)
+                        }
                     }
-                    Progress::Stream { .. } => {
-                        let b = multi.add(ProgressBar::new_spinner());
-                        b.set_style(
-                            ProgressStyle::with_template("stream {msg}").expect("valid template"),
-                        );
-                        stream = Some(b);
-                    }
-                }
-            }
+                })
+                .collect();
             let status = multi.add(ProgressBar::new_spinner());
             status.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));
             Mode::Bars {
                 multi,
-                image,
-                stream,
+                jobs: bars,
                 status,
             }
         } else {
@@ -160,7 +151,7 @@ impl Display {
             mode,
             started: now,
             last_line: now,
-            last_sample: Some((now, jobs.to_vec())),
+            last_sample: Some((now, jobs.iter().map(Progress::main).collect())),
             rates: Vec::new(),
             log_to_stderr: json,
             interval,
@@ -196,49 +187,40 @@ impl Display {
         let now = Instant::now();
         let due = now.duration_since(self.last_line) >= self.interval;
         if due {
+            let mains: Vec<u64> = progress.iter().map(Progress::main).collect();
             self.rates = match &self.last_sample {
-                Some((t, prev)) if prev.len() == progress.len() => {
+                Some((t, prev)) if prev.len() == mains.len() => {
                     let dt = now.duration_since(*t).as_secs_f64();
-                    progress
+                    mains
                         .iter()
                         .zip(prev)
-                        .map(|(p, q)| {
-                            (dt > 0.0).then(|| {
-                                main_counter(p).saturating_sub(main_counter(q)) as f64 / dt
-                            })
-                        })
+                        .map(|(p, q)| (dt > 0.0).then(|| p.saturating_sub(*q) as f64 / dt))
                         .collect()
                 }
-                _ => vec![None; progress.len()],
+                _ => vec![None; mains.len()],
             };
-            self.last_sample = Some((now, progress.to_vec()));
+            self.last_sample = Some((now, mains));
             self.last_line = now;
         }
-        let rate = |i: usize| self.rates.get(i).copied().flatten();
         match &self.mode {
             Mode::Quiet => {}
             Mode::Bars {
-                image,
-                stream,
-                status: sbar,
-                ..
+                jobs, status: sbar, ..
             } => {
-                for (i, p) in progress.iter().enumerate() {
-                    match p {
-                        Progress::Image { iteration, .. } => {
-                            if let Some(b) = image {
-                                b.set_position(*iteration);
-                            }
-                        }
-                        Progress::Stream { .. } => {
-                            if let Some(b) = stream {
-                                let d = describe(p, rate(i));
-                                b.set_message(d.trim_start_matches("stream ").to_string());
-                            }
-                        }
+                for (i, (p, (bar, is_bar))) in progress.iter().zip(jobs).enumerate() {
+                    if *is_bar {
+                        bar.set_position(p.main());
+                        let rest: Vec<String> =
+                            p.counters.iter().skip(1).map(counter_text).collect();
+                        bar.set_message(rest.join(", "));
+                    } else {
+                        bar.set_message(describe(p, self.rates.get(i).copied().flatten()));
                     }
                 }
-                sbar.set_message(format!("{status}, restarts {restarts}"));
+                sbar.set_message(format!(
+                    "{status}, {}",
+                    crate::units::plural(restarts, "restart", "restarts")
+                ));
             }
             Mode::Lines => {
                 if due {
@@ -256,24 +238,20 @@ impl Display {
             .enumerate()
             .map(|(i, p)| describe(p, self.rates.get(i).copied().flatten()))
             .collect();
-        format!("{} | restarts {restarts}", parts.join(" | "))
+        format!(
+            "{} | {}",
+            parts.join(" | "),
+            crate::units::plural(restarts, "restart", "restarts")
+        )
     }
 
     /// Removes the live display.
     pub fn finish(&mut self) {
-        if let Mode::Bars {
-            image,
-            stream,
-            status,
-            ..
-        } = &self.mode
-        {
-            for b in [image.as_ref(), stream.as_ref(), Some(status)]
-                .into_iter()
-                .flatten()
-            {
+        if let Mode::Bars { jobs, status, .. } = &self.mode {
+            for (b, _) in jobs {
                 b.finish_and_clear();
             }
+            status.finish_and_clear();
         }
     }
 }

@@ -7,18 +7,18 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::error::{CmdResult, EXIT_INTERRUPTED, EXIT_RESTART_LIMIT, Failure};
+use crate::control::{ControlError, ExitStatus, RoleState, RunPhase};
+use crate::job::{JobHost, Registry, RoleId};
 use crate::settings::RunSettings;
 use crate::shm::segment::{self, Access, CreateError};
 use crate::shm::{RunName, SpinPolicy};
 
-use super::control::{Control, ControlError, Phase, RoleState};
+use super::error::RunError;
 use super::handoff::{self, EndCause};
-use super::job::{Hosts, JobHost};
 use super::notify::Notifier;
+use super::opened::{Hosts, OpenRun};
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use super::progress::Display;
-use super::role::{ExitStatus, Role};
 use super::signals::Signals;
 use super::spawn::spawn_role;
 
@@ -61,77 +61,67 @@ enum Slot {
 #[derive(Debug)]
 enum Outcome {
     Ended(EndCause),
-    GaveUp { role: Role, status: ExitStatus },
-}
-
-/// Shared-memory bytes a new run with `settings` needs.
-pub fn shm_needed(settings: &RunSettings) -> u64 {
-    super::control::SIZE as u64
-        + settings
-            .image
-            .as_ref()
-            .map_or(0, crate::image::layout::shm_bytes)
-        + settings
-            .stream
-            .as_ref()
-            .map_or(0, crate::stream::layout::shm_bytes)
+    GaveUp { role: RoleId, status: ExitStatus },
 }
 
 /// Refuses a new run that /dev/shm cannot hold, before creating anything.
-fn check_shm_space(name: &RunName, settings: &RunSettings) -> Result<(), Failure> {
-    let needed = shm_needed(settings);
-    let free = segment::shm_free_bytes()
-        .map_err(|e| Failure::runtime(format!("cannot read the free space of /dev/shm: {e}")))?;
+fn check_shm_space(name: &RunName, settings: &RunSettings) -> Result<(), RunError> {
+    let roles = settings.roles()?;
+    let needed = crate::control::size(roles.len()) as u64 + settings.jobs_shm_bytes();
+    let free = segment::shm_free_bytes().map_err(|errno| RunError::Os {
+        what: "cannot read the free space of /dev/shm".into(),
+        errno,
+    })?;
     if needed > free {
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        return Err(Failure::runtime(format!(
-            "run {name} needs {:.1} MiB in /dev/shm, {:.1} MiB free; free space (`forkring clean`), enlarge the tmpfs, or with docker use --shm-size",
-            mib(needed),
-            mib(free)
-        )));
+        return Err(RunError::NoShmSpace {
+            run: name.clone(),
+            needed,
+            free,
+        });
     }
     Ok(())
 }
 
-/// Creates a new run or takes over a run whose supervisor died.
-fn open_or_create(opts: &RunOptions) -> Result<(Control, bool), Failure> {
-    if let Some(c) = open_existing(opts)? {
+/// Creates a new run or takes over a run whose supervisor died. Returns the
+/// run and whether it was resumed.
+fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, bool), RunError> {
+    if let Some(c) = open_existing(opts, registry)? {
         return Ok((c, true));
     }
     check_shm_space(&opts.name, &opts.settings)?;
-    match Control::create(&opts.name, &opts.settings) {
+    match OpenRun::create(&opts.name, &opts.settings) {
         Ok(c) => Ok((c, false)),
         // Another supervisor created it since we looked: it is live.
-        Err(ControlError::Create(CreateError::AlreadyExists { .. })) => {
-            open_existing(opts)?.map(|c| (c, true)).ok_or_else(|| {
-                Failure::runtime(format!(
-                    "run {} was being created by another supervisor",
-                    opts.name
-                ))
-            })
+        Err(RunError::Control(ControlError::Create(CreateError::AlreadyExists { .. }))) => {
+            open_existing(opts, registry)?
+                .map(|c| (c, true))
+                .ok_or_else(|| RunError::CreatedMeanwhile(opts.name.clone()))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
 /// Takes over run `opts.name` if it exists and its supervisor is dead
 /// (`None` if it does not exist). The leftovers of a run that was already
 /// handed off are removed, so the requested run starts afresh.
-fn open_existing(opts: &RunOptions) -> Result<Option<Control>, Failure> {
-    if !segment::exists(&opts.name.segment(super::control::PART)) {
+fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Option<OpenRun>, RunError> {
+    if !segment::exists(&opts.name.segment(crate::control::PART)) {
         return Ok(None);
     }
-    let c = Control::open(&opts.name, Access::ReadWrite).map_err(|e| {
-        Failure::runtime(format!(
-            "{e}. Run {0} exists but cannot be resumed; discard it with `forkring clean {0}`",
-            opts.name
-        ))
-    })?;
-    c.lock()?;
-    if c.phase() == Some(Phase::HandedOff) {
+    let cannot_resume = |e: RunError| match e {
+        // A live supervisor is not damage: say so plainly.
+        e @ RunError::Control(ControlError::Live { .. }) => e,
+        e => RunError::CannotResume {
+            run: opts.name.clone(),
+            source: Box::new(e),
+        },
+    };
+    let c = OpenRun::open(&opts.name, Access::ReadWrite, registry).map_err(cannot_resume)?;
+    c.control.lock()?;
+    if c.control.phase() == Some(RunPhase::HandedOff) {
         // Its supervisor finished the handoff and died while removing the
         // segments: finish that (by name: some are gone), control last.
-        let control_name = c.segment().name().to_string();
+        let control_name = c.control.segment().name().to_string();
         for n in segment_files_of(&opts.name)? {
             if n != control_name {
                 let _ = segment::unlink(&n);
@@ -141,89 +131,85 @@ fn open_existing(opts: &RunOptions) -> Result<Option<Control>, Failure> {
         eprintln!(
             "forkring: removed the leftovers of an earlier run {} (already handed off to {})",
             opts.name,
-            c.settings().out.display()
+            c.settings.out.display()
         );
         return Ok(None);
     }
     let mut requested = opts.settings.clone();
     if !opts.seed_given {
-        let rec = c.settings();
-        if let (Some(r), Some(q)) = (&rec.image, &mut requested.image) {
-            q.seed = r.seed;
-        }
-        if let (Some(r), Some(q)) = (&rec.stream, &mut requested.stream) {
-            q.seed = r.seed;
+        for q in &mut requested.jobs {
+            if let Some(r) = c.settings.job(q.job().name()) {
+                q.adopt_seed(r);
+            }
         }
     }
-    let diffs = c.settings().differences(&requested);
+    let diffs = c.settings.differences(&requested);
     if !diffs.is_empty() {
-        return Err(Failure::runtime(format!(
-            "run {0} exists with different settings ({1}); resume it with the same settings, or discard it with `forkring clean {0}`",
-            opts.name,
-            diffs.join("; ")
-        )));
+        return Err(RunError::DifferentSettings {
+            run: opts.name.clone(),
+            diffs,
+        });
     }
-    c.take_over();
+    c.control.take_over();
     Ok(Some(c))
 }
 
 /// Creates (new run) or opens (resumed run) the jobs' segments.
-fn job_hosts(control: &Control, resumed: bool) -> Result<Vec<Box<dyn JobHost>>, Failure> {
+fn job_hosts(open: &OpenRun, resumed: bool) -> Result<Vec<Box<dyn JobHost>>, RunError> {
     let how = if resumed {
         Hosts::Open(Access::ReadWrite)
     } else {
         Hosts::Create
     };
-    match super::job::hosts(control, how) {
+    match open.hosts(how) {
         Ok(jobs) => Ok(jobs),
-        Err(f) if resumed => {
-            let run = control.run();
-            Err(Failure::runtime(format!(
-                "{}. Run {run} cannot be resumed; discard it with `forkring clean {run}`",
-                f.message
-            )))
-        }
-        Err(f) => {
-            let _ = segment::unlink(control.segment().name());
-            Err(f)
+        Err(e) if resumed => Err(RunError::CannotResume {
+            run: open.run().clone(),
+            source: Box::new(e.into()),
+        }),
+        Err(e) => {
+            let _ = segment::unlink(open.control.segment().name());
+            Err(e.into())
         }
     }
 }
 
 /// `forkring run`. `signals` must be installed before anything else (see
 /// [`Signals::install`]) so that a stop request is never lost.
-pub fn run(opts: RunOptions, signals: Signals) -> CmdResult {
-    let (control, resumed) = open_or_create(&opts)?;
-    let jobs = job_hosts(&control, resumed)?;
+pub fn run(opts: RunOptions, signals: Signals, registry: Registry) -> Result<(), RunError> {
+    let (open, resumed) = open_or_create(&opts, registry)?;
+    let jobs = job_hosts(&open, resumed)?;
     if resumed {
-        if matches!(control.phase(), Some(Phase::Stopping | Phase::HandingOff)) {
+        if matches!(
+            open.control.phase(),
+            Some(RunPhase::Stopping | RunPhase::HandingOff)
+        ) {
             // The previous supervisor died while stopping: finish its stop.
             println!(
                 "run {}: its supervisor died while stopping it; handing off the results",
                 opts.name
             );
-            return crate::ops::hand_off_stopped(
-                &control,
-                &jobs,
-                &control.settings().out,
-                opts.json,
-            );
+            let out = open.settings.out.clone();
+            handoff::hand_off_stopped(&open, &jobs, &out, registry, opts.json)?;
+            return Ok(());
         }
         for j in &jobs {
             j.prepare_resume();
         }
     }
-    let mut sup = Supervisor::new(opts, control, jobs, signals, resumed);
+    let mut sup = Supervisor::new(opts, open, jobs, signals, resumed, registry);
     let outcome = sup.supervise();
     sup.finish(outcome)
 }
 
 struct Supervisor {
     opts: RunOptions,
-    control: Control,
+    open: OpenRun,
     jobs: Vec<Box<dyn JobHost>>,
+    registry: Registry,
     signals: Signals,
-    slots: BTreeMap<Role, Slot>,
+    /// By role slot.
+    slots: BTreeMap<u32, Slot>,
     tracker: RestartTracker,
     display: Display,
     started: Instant,
@@ -231,7 +217,7 @@ struct Supervisor {
     ready: bool,
     stop: Option<(EndCause, Instant)>,
     killed: bool,
-    gave_up: Option<(Role, ExitStatus)>,
+    gave_up: Option<(RoleId, ExitStatus)>,
     interrupted: bool,
     /// systemd's notification socket, when started by systemd.
     notifier: Option<Notifier>,
@@ -240,23 +226,25 @@ struct Supervisor {
 impl Supervisor {
     fn new(
         opts: RunOptions,
-        control: Control,
+        open: OpenRun,
         jobs: Vec<Box<dyn JobHost>>,
         signals: Signals,
         resumed: bool,
+        registry: Registry,
     ) -> Self {
         let progress: Vec<_> = jobs.iter().map(|j| j.progress()).collect();
-        // A stream's --rate-interval sets how often its rate is logged.
-        let interval = control
-            .settings()
-            .stream
-            .as_ref()
-            .map_or(super::progress::LOG_INTERVAL, |s| {
-                Duration::from_secs_f64(s.rate_interval)
-            });
+        // A job may set how often its figures are logged (the stream's
+        // --rate-interval); the shortest wins.
+        let interval = open
+            .settings
+            .jobs
+            .iter()
+            .filter_map(|j| j.log_interval())
+            .min()
+            .unwrap_or(super::progress::LOG_INTERVAL);
         let display = Display::new(opts.quiet, opts.json, &progress, interval);
         let prior_seconds = if resumed {
-            control.prior_seconds()
+            open.control.prior_seconds()
         } else {
             0.0
         };
@@ -271,11 +259,12 @@ impl Supervisor {
                     .join(" | ")
             ));
         }
-        let tracker = RestartTracker::new(opts.policy);
+        let tracker = RestartTracker::new(opts.policy, open.roles.len());
         Supervisor {
             opts,
-            control,
+            open,
             jobs,
+            registry,
             signals,
             slots: BTreeMap::new(),
             tracker,
@@ -295,34 +284,37 @@ impl Supervisor {
         self.prior_seconds + self.started.elapsed().as_secs_f64()
     }
 
-    fn spawn(&mut self, role: Role) {
-        match spawn_role(role, &self.opts.name) {
+    fn role(&self, slot: u32) -> RoleId {
+        *self
+            .open
+            .roles
+            .get(slot)
+            .expect("slots come from the role table")
+    }
+
+    fn spawn(&mut self, slot: u32) {
+        let role = self.role(slot);
+        match spawn_role(&role, &self.opts.name) {
             Ok(pid) => {
-                self.control.record_spawn(role, pid);
-                self.slots.insert(role, Slot::Running { pid });
+                self.open.control.record_spawn(slot, pid);
+                self.slots.insert(slot, Slot::Running { pid });
             }
             Err(e) => {
                 // Treated like a crash: backoff, and the restart limit ends
                 // a run that cannot start its roles at all.
                 self.display.warn(&format!("cannot start {role}: {e}"));
-                self.on_failure(role, ExitStatus::Code(127));
+                self.on_failure(slot, ExitStatus::Code(127));
             }
         }
     }
 
     fn supervise(&mut self) -> Outcome {
-        for j in &self.jobs {
-            for &r in j.roles() {
-                self.control.reset_role(r);
-            }
+        let slots: Vec<u32> = self.open.roles.iter().map(|r| r.slot).collect();
+        for &s in &slots {
+            self.open.control.reset_role(s);
         }
-        let roles: Vec<Role> = self
-            .jobs
-            .iter()
-            .flat_map(|j| j.roles().iter().copied())
-            .collect();
-        for r in roles {
-            self.spawn(r);
+        for s in slots {
+            self.spawn(s);
         }
         loop {
             // Sleep until something happens: a role attaching (only while
@@ -342,6 +334,7 @@ impl Supervisor {
                 self.signals.wait(tick)
             } else {
                 let _ = self
+                    .open
                     .control
                     .attach_semaphore()
                     .wait(SpinPolicy::SLEEP, Instant::now() + tick);
@@ -362,16 +355,14 @@ impl Supervisor {
             self.coordinate();
             self.check_ready();
             self.enforce_stop_timeout();
-            self.control.set_prior_seconds(self.seconds());
+            self.open.control.set_prior_seconds(self.seconds());
             let progress: Vec<_> = self.jobs.iter().map(|j| j.progress()).collect();
             let status = match (&self.stop, self.ready) {
                 (Some(_), _) => "stopping",
                 (None, true) => "running",
                 (None, false) => "starting",
             };
-            let restarts: u64 = handoff::restarts_by_role(&self.control, &self.jobs)
-                .values()
-                .sum();
+            let restarts: u64 = handoff::restarts_by_role(&self.open).values().sum();
             self.display.update(&progress, restarts, status);
             if let Some(n) = &mut self.notifier {
                 n.tick(Instant::now(), || {
@@ -400,14 +391,13 @@ impl Supervisor {
     /// Time until the next due restart.
     fn until_next_event(&self) -> Option<Duration> {
         let now = Instant::now();
-        let mut next: Option<Duration> = None;
-        for s in self.slots.values() {
-            if let Slot::Restarting { at } = s {
-                let d = at.saturating_duration_since(now);
-                next = Some(next.map_or(d, |n: Duration| n.min(d)));
-            }
-        }
-        next
+        self.slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Restarting { at } => Some(at.saturating_duration_since(now)),
+                _ => None,
+            })
+            .min()
     }
 
     fn reap(&mut self) {
@@ -426,7 +416,7 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, pid: u32, status: ExitStatus) {
-        let Some(role) = self
+        let Some(slot) = self
             .slots
             .iter()
             .find(|(_, s)| **s == Slot::Running { pid })
@@ -434,40 +424,48 @@ impl Supervisor {
         else {
             return;
         };
-        self.control.record_exit(role, status);
+        let role = self.role(slot);
+        self.open.control.record_exit(slot, status);
+        // The process is reaped: it can no longer touch shared memory. Its
+        // job may now take back what it held (the task pool requeues its
+        // tasks at once).
+        if let Some(j) = self.jobs.iter().find(|j| j.job().name() == role.job) {
+            j.role_exited(&role);
+        }
         if status.success() {
-            self.slots.insert(role, Slot::Done);
+            self.slots.insert(slot, Slot::Done);
             return;
         }
         if self.stop.is_some() {
-            self.slots.insert(role, Slot::Dead);
+            self.slots.insert(slot, Slot::Dead);
             return;
         }
-        self.on_failure(role, status);
+        self.on_failure(slot, status);
     }
 
-    fn on_failure(&mut self, role: Role, status: ExitStatus) {
-        match self.tracker.on_failure(role, Instant::now()) {
+    fn on_failure(&mut self, slot: u32, status: ExitStatus) {
+        let role = self.role(slot);
+        match self.tracker.on_failure(slot, Instant::now()) {
             Decision::Restart { delay } => {
-                self.control.record_restart(role);
+                self.open.control.record_restart(slot);
                 self.display.log(&format!(
                     "{role} {status}; restarting in {} ms",
                     delay.as_millis()
                 ));
                 self.slots.insert(
-                    role,
+                    slot,
                     Slot::Restarting {
                         at: Instant::now() + delay,
                     },
                 );
             }
             Decision::GiveUp => {
-                self.slots.insert(role, Slot::Dead);
+                self.slots.insert(slot, Slot::Dead);
                 self.gave_up = Some((role, status));
                 let p = self.opts.policy;
                 self.display.warn(&format!(
-                    "{role} {status}: more than {} restarts within {:.1} s; stopping the run",
-                    p.max_restarts,
+                    "{role} {status}: more than {} within {:.1} s; stopping the run",
+                    crate::units::plural(p.max_restarts as u64, "restart", "restarts"),
                     p.window.as_secs_f64()
                 ));
                 self.request_stop(EndCause::Signal("restart limit".into()));
@@ -477,7 +475,7 @@ impl Supervisor {
 
     fn restart_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<Role> = self
+        let due: Vec<u32> = self
             .slots
             .iter()
             .filter(|(_, s)| matches!(s, Slot::Restarting { at } if *at <= now))
@@ -488,20 +486,23 @@ impl Supervisor {
         }
     }
 
-    /// Cross-job rules: the stream ends when the image is complete, and the
-    /// whole run ends at `--duration`.
+    /// Cross-job rules: once every job that ends the run is complete, the
+    /// others are asked to finish; and the whole run ends at `--duration`.
     fn coordinate(&mut self) {
         if self.stop.is_some() {
             return;
         }
-        let image_done = self
+        let mut enders = self
             .jobs
             .iter()
-            .any(|j| j.name() == "image" && j.is_complete());
-        if image_done {
-            for j in &self.jobs {
-                if j.name() != "image" {
-                    j.request_finish();
+            .zip(&self.open.settings.jobs)
+            .filter(|(_, s)| s.ends_run())
+            .peekable();
+        let ended = enders.peek().is_some() && enders.all(|(h, _)| h.is_complete());
+        if ended {
+            for (h, s) in self.jobs.iter().zip(&self.open.settings.jobs) {
+                if !s.ends_run() {
+                    h.request_finish();
                 }
             }
         }
@@ -523,17 +524,17 @@ impl Supervisor {
             return;
         }
         let all = self.slots.iter().all(|(r, s)| match s {
-            Slot::Running { .. } => self.control.role_view(*r).state == RoleState::Attached,
+            Slot::Running { .. } => self.open.control.role_view(*r).state == RoleState::Attached,
             Slot::Done => true,
             _ => false,
         });
         if all && !self.slots.is_empty() {
             self.ready = true;
-            self.control.set_phase(Phase::Running);
+            self.open.control.set_phase(RunPhase::Running);
             if let Some(n) = &mut self.notifier {
                 n.ready();
             }
-            while self.control.attach_semaphore().try_wait() {}
+            while self.open.control.attach_semaphore().try_wait() {}
         }
     }
 
@@ -541,10 +542,10 @@ impl Supervisor {
         if self.stop.is_some() {
             return;
         }
-        self.control.set_phase(Phase::Stopping);
-        self.control.stop_flag().set();
+        self.open.control.set_phase(RunPhase::Stopping);
+        self.open.control.stop_flag().set();
         for j in &self.jobs {
-            // --duration is the run's natural end: the stream ends for good.
+            // --duration is the run's natural end: every job ends for good.
             // A signal or the restart limit only stops the roles; a resumed
             // run carries on.
             if cause == EndCause::Duration {
@@ -581,54 +582,45 @@ impl Supervisor {
             return;
         }
         self.killed = true;
-        for (role, s) in &self.slots {
+        for (slot, s) in &self.slots {
             if let Slot::Running { pid } = s {
                 self.display.warn(&format!(
-                    "{role} (pid {pid}) did not stop in time; sending SIGKILL"
+                    "{} (pid {pid}) did not stop in time; sending SIGKILL",
+                    self.role(*slot)
                 ));
                 let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
             }
         }
     }
 
-    fn finish(mut self, outcome: Outcome) -> CmdResult {
+    fn finish(mut self, outcome: Outcome) -> Result<(), RunError> {
         let seconds = self.seconds();
-        self.control.set_prior_seconds(seconds);
+        self.open.control.set_prior_seconds(seconds);
         match outcome {
             Outcome::GaveUp { role, status } => {
-                self.control.set_phase(Phase::Failed);
+                self.open.control.set_phase(RunPhase::Failed);
                 let p = self.opts.policy;
-                Err(Failure::with_code(
-                    EXIT_RESTART_LIMIT,
-                    format!(
-                        "role {role} {status}, and the run had more than {} restarts within {:.1} s; gave up. \
-                         The segments are kept: fix the cause, then run the same `forkring run --name {}` to resume, or discard them with `forkring clean {}`",
-                        p.max_restarts,
-                        p.window.as_secs_f64(),
-                        self.opts.name,
-                        self.opts.name
-                    ),
-                ))
+                Err(RunError::RestartLimit {
+                    run: self.opts.name.clone(),
+                    role: role.label(),
+                    status,
+                    max: p.max_restarts,
+                    window: p.window.as_secs_f64(),
+                    cause: None,
+                })
             }
             Outcome::Ended(cause) => {
-                let out = self.control.settings().out.clone();
+                let out = self.open.settings.out.clone();
                 if let Some(n) = &mut self.notifier {
                     n.status(&format!("handing off results to {}", out.display()));
                     n.stopping();
                 }
                 let summary =
-                    handoff::write_results(&self.control, &self.jobs, &out, seconds, &cause)?;
-                handoff::remove_segments(&self.control, &self.jobs);
-                if self.opts.json {
-                    println!("{}", serde_json::to_string(&summary).expect("serialisable"));
-                } else {
-                    println!("{}", handoff::summary_line(&summary));
-                }
+                    handoff::write_results(&self.open, &self.jobs, &out, seconds, &cause)?;
+                handoff::remove_segments(&self.open, &self.jobs);
+                handoff::print_summary(&summary, self.registry, self.opts.json);
                 if self.interrupted {
-                    Err(Failure::with_code(
-                        EXIT_INTERRUPTED,
-                        "interrupted by SIGINT; results so far were handed off",
-                    ))
+                    Err(RunError::Interrupted)
                 } else {
                     Ok(())
                 }
@@ -637,61 +629,9 @@ impl Supervisor {
     }
 }
 
-/// Removes every segment of `run` if no supervisor is alive. Returns the
-/// names removed.
-pub fn clean_run(run: &RunName) -> Result<Vec<String>, Failure> {
-    let names: Vec<String> = segment_files_of(run)?;
-    if names.is_empty() {
-        return Ok(names);
-    }
-    // The supervisor lock lives on the control file whatever its content, so
-    // probe it raw (the segment may be corrupt). Holding the lock while
-    // removing keeps a supervisor from starting on the run meanwhile.
-    let control_name = run.segment(super::control::PART);
-    let _guard = match segment::open_raw(&control_name) {
-        Ok(fd) => {
-            use std::os::fd::AsFd;
-            match crate::shm::lock::try_lock(fd.as_fd(), super::control::SUPERVISOR_LOCK_BYTE) {
-                Ok(true) => Some(fd),
-                Ok(false) => {
-                    let pid = Control::open(run, Access::ReadOnly)
-                        .map(|c| c.supervisor_pid().to_string())
-                        .unwrap_or_else(|_| "unknown".into());
-                    return Err(Failure::runtime(format!(
-                        "run {run} is live (supervisor pid {pid}); stop it first (SIGTERM), then clean"
-                    )));
-                }
-                Err(e) => return Err(Failure::runtime(format!("cannot lock {control_name}: {e}"))),
-            }
-        }
-        Err(_) => {
-            // No control file (a benchmark's segments, or a run half
-            // removed): each segment's creator holds its byte 0 while alive.
-            for n in &names {
-                if let Ok(fd) = segment::open_raw(n) {
-                    use std::os::fd::AsFd;
-                    if crate::shm::lock::is_locked(fd.as_fd(), 0).unwrap_or(false) {
-                        return Err(Failure::runtime(format!(
-                            "/dev/shm/{n} is in use by a live process (a benchmark or a run being created); not cleaning run {run}"
-                        )));
-                    }
-                }
-            }
-            None
-        }
-    };
-    for n in names.iter().filter(|n| **n != control_name) {
-        segment::unlink(n).map_err(|e| Failure::runtime(format!("cannot remove {n}: {e}")))?;
-    }
-    segment::unlink(&control_name)
-        .map_err(|e| Failure::runtime(format!("cannot remove {control_name}: {e}")))?;
-    Ok(names)
-}
-
 /// Names of every /dev/shm file of `run`.
-pub fn segment_files_of(run: &RunName) -> Result<Vec<String>, Failure> {
-    let all = crate::shm::name::list_segments()
-        .map_err(|e| Failure::runtime(format!("cannot list /dev/shm: {e}")))?;
+pub fn segment_files_of(run: &RunName) -> Result<Vec<String>, RunError> {
+    let all = crate::shm::name::list_segments().map_err(RunError::ListShm)?;
     Ok(all
         .into_iter()
         .filter(|(r, _, _)| r == run)

@@ -4,13 +4,10 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
+use crate::job::RoleId;
 use crate::shm::RunName;
 
-use super::role::Role;
-
-/// Set in every role the supervisor starts, so a role knows the supervisor
-/// shows its figures (a role started by hand prints its own).
-pub const SUPERVISED_ENV: &str = "FORKRING_SUPERVISED";
+use super::role::SUPERVISED_ENV;
 
 /// Environment variables a role must not inherit: they belong to the
 /// supervisor's conversation with systemd.
@@ -21,8 +18,8 @@ pub const SUPERVISOR_ONLY_ENV: [&str; 4] = [
     "LISTEN_FDS",
 ];
 
-/// Starts `role` of `run` as `/proc/self/exe <role> --run <run>` and returns
-/// its pid. The child:
+/// Starts `role` of `run` as `/proc/self/exe <kind> --run <run> --index
+/// <index>` and returns its pid. The child:
 /// - is in its own process group, so a terminal's Ctrl-C reaches only the
 ///   supervisor, which then stops the roles in order;
 /// - gets SIGKILL when the supervisor dies (`PR_SET_PDEATHSIG`), and
@@ -32,12 +29,14 @@ pub const SUPERVISOR_ONLY_ENV: [&str; 4] = [
 ///
 /// Must be called from the supervisor's main thread: the death signal fires
 /// when the *thread* that forked the child exits.
-pub fn spawn_role(role: Role, run: &RunName) -> io::Result<u32> {
+pub fn spawn_role(role: &RoleId, run: &RunName) -> io::Result<u32> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("forkring")
-        .arg(role.name())
+        .arg(role.kind)
         .arg("--run")
         .arg(run.as_str())
+        .arg("--index")
+        .arg(role.index.to_string())
         .stdin(Stdio::null())
         .env(SUPERVISED_ENV, "1")
         .process_group(0);

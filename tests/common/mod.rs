@@ -143,23 +143,22 @@ pub fn p(dir: &Path, f: &str) -> PathBuf {
     dir.join(f)
 }
 
-/// Pids of the live roles of `run` as (role, pid), read from the control
-/// segment through the library (read-only).
-pub fn live_roles(run: &str) -> Vec<(forkring::supervisor::role::Role, u32)> {
+/// Pids of the live roles of `run` as (role label, pid), read from the
+/// control segment through the library (read-only).
+pub fn live_roles(run: &str) -> Vec<(String, u32)> {
     use forkring::shm::{Access, RunName};
-    use forkring::supervisor::control::Control;
-    use forkring::supervisor::role::Role;
+    use forkring::supervisor::opened::OpenRun;
     let Ok(name) = RunName::new(run) else {
         return vec![];
     };
-    let Ok(c) = Control::open(&name, Access::ReadOnly) else {
+    let Ok(open) = OpenRun::open(&name, Access::ReadOnly, forkring::jobs::ALL) else {
         return vec![];
     };
-    Role::ALL
+    open.roles
         .iter()
-        .map(|r| c.role_view(*r))
-        .filter(|v| v.alive && v.pid != 0)
-        .map(|v| (v.role, v.pid))
+        .map(|r| (r.label(), open.control.role_view(r.slot)))
+        .filter(|(_, v)| v.alive && v.pid != 0)
+        .map(|(l, v)| (l, v.pid))
         .collect()
 }
 
@@ -219,7 +218,7 @@ pub fn kill_random_roles(
     rng: &mut Lcg,
     max_gap_us: u64,
     kills: usize,
-) -> std::collections::BTreeMap<forkring::supervisor::role::Role, usize> {
+) -> std::collections::BTreeMap<String, usize> {
     let mut sent = std::collections::BTreeMap::new();
     let mut total = 0;
     while total < kills && !bg.exited() {
@@ -228,7 +227,7 @@ pub fn kill_random_roles(
         if roles.is_empty() {
             continue;
         }
-        let (role, pid) = roles[rng.below(roles.len() as u64) as usize];
+        let (role, pid) = roles[rng.below(roles.len() as u64) as usize].clone();
         signal(pid, libc::SIGKILL);
         *sent.entry(role).or_insert(0) += 1;
         total += 1;
@@ -280,11 +279,24 @@ impl Scene {
     }
 }
 
-/// Pid of the live process playing `role` in `run` (panics if none).
-pub fn role_pid(run: &str, role: forkring::supervisor::role::Role) -> u32 {
+/// Pid of the live process playing `role` (a label: `ping`, `worker 3`) in
+/// `run` (panics if none).
+pub fn role_pid(run: &str, role: &str) -> u32 {
     live_roles(run)
         .into_iter()
         .find(|(r, _)| *r == role)
         .unwrap_or_else(|| panic!("no live {role} in run {run}"))
         .1
+}
+
+/// Overwrites `bytes` at `offset` of the file at `path` without truncating
+/// it: live processes that map the file see the new bytes, never a SIGBUS.
+pub fn patch_in_place(path: &str, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    f.write_all_at(bytes, offset)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
 }
