@@ -171,3 +171,32 @@ fn more_than_dev_shm_has_fails_cleanly_at_creation() {
         "a failed creation left a file"
     );
 }
+
+/// A run made by the previous forkring (control segment layout version 1)
+/// is refused on open with the version error and the `forkring clean` hint.
+#[test]
+fn a_run_of_the_previous_layout_version_is_refused() {
+    let r = run("oldver");
+    let old = SegmentSpec {
+        part: "control",
+        version: 1,
+        fingerprint: Fingerprint::new("control").num(9216).finish(),
+        size: Some(128 + 9216),
+    };
+    let seg = Segment::create(&r, &old, |_| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_forkring"))
+        .args(["run", "--name", r.as_str(), "--jobs", "image", "--size", "8"])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("layout_version is 1, this forkring expects 2"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("forkring clean {r}")), "{t}");
+    segment::unlink(seg.name()).unwrap();
+}
