@@ -47,15 +47,15 @@ stream vectors) that share state only through named segments in /dev/shm and wai
 Roles that die are restarted and resume where the segments say; at the end the results are \
 written atomically to --out and the segments are removed."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The fixed subcommands (the registry adds roles and job commands).
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Start (or resume) a run: create its segments, supervise its roles,
     /// hand the results over to --out.
     #[command(after_help = RUN_EXAMPLES)]
@@ -79,99 +79,99 @@ pub enum Command {
 
 /// Options of `forkring run` shared by every job (each job adds its own).
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Name of the run; its segments are /dev/shm/forkring.NAME.*
     #[arg(long, default_value = "default", value_parser = parse_run_name)]
-    pub name: RunName,
+    pub(crate) name: RunName,
 
     /// Directory for the results [default: ./forkring-out/NAME]
     #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
 
     /// Jobs to run, comma-separated [default: the jobs marked default]
     #[arg(long, value_delimiter = ',', value_name = "JOBS")]
-    pub jobs: Vec<String>,
+    pub(crate) jobs: Vec<String>,
 
     /// Seed of every random choice [default: random, recorded in summary.json]
     #[arg(long)]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 
     /// Stop the run after this many seconds of work (results are handed off)
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
 
     /// Seconds roles get to finish after a stop request before SIGKILL
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
-    pub stop_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
 
     /// Give up after more than this many restarts within --restart-window
     #[arg(long, default_value_t = 10, help_heading = "Supervision")]
-    pub max_restarts: u32,
+    pub(crate) max_restarts: u32,
 
     /// Window of the restart limit, seconds
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
-    pub restart_window: Duration,
+    pub(crate) restart_window: Duration,
 
     /// No progress output (the final summary line is still printed)
     #[arg(long, short)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     /// Print the final summary as JSON on stdout (progress goes to stderr)
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Options of `forkring status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Only this run
     #[arg(value_parser = parse_run_name)]
-    pub name: Option<RunName>,
+    pub(crate) name: Option<RunName>,
     /// One JSON object per run, one per line
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Options of `forkring clean`.
 #[derive(Debug, Args)]
-pub struct CleanArgs {
+pub(crate) struct CleanArgs {
     /// Only this run [default: every run whose supervisor is dead]
     #[arg(value_parser = parse_run_name)]
-    pub name: Option<RunName>,
+    pub(crate) name: Option<RunName>,
     /// Only list what would be removed
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 /// Options of `forkring handoff`.
 #[derive(Debug, Args)]
-pub struct HandoffArgs {
+pub(crate) struct HandoffArgs {
     /// The run whose results to write
     #[arg(long, value_parser = parse_run_name)]
-    pub run: RunName,
+    pub(crate) run: RunName,
     /// Directory for the results [default: the run's recorded --out]
     #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
 }
 
 /// Options of `forkring verify`.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// A run's result directory (its --out)
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 /// Options of `forkring bench`.
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Which benchmark.
     #[command(subcommand)]
-    pub bench: BenchCommand,
+    pub(crate) bench: BenchCommand,
 }
 
 /// The benchmarks (one variant per benchmark; each parses its own options).
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// One-way latency (futex Turn spinning and sleeping, pipe, unix
     /// socket, eventfd) and 208-byte message throughput (shm ring, pipe,
     /// unix socket) between two processes, verified and compared with the
@@ -187,55 +187,55 @@ pub enum BenchCommand {
 
 /// Options of `forkring bench image`.
 #[derive(Debug, Args)]
-pub struct BenchImageArgs {
+pub(crate) struct BenchImageArgs {
     /// Image size for the solo/alternating comparison [default: 4096]
     #[arg(long, value_parser = crate::image::settings::parse_size)]
-    pub size: Option<(u32, u32)>,
+    pub(crate) size: Option<(u32, u32)>,
     /// Skip the Python ping-pong system's size table
     #[arg(long)]
-    pub no_reference: bool,
+    pub(crate) no_reference: bool,
     /// Runs per figure; the best is reported (noise from other load)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub repeat: u32,
+    pub(crate) repeat: u32,
     /// One JSON object per measurement, one per line
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Options of `forkring bench stream`.
 #[derive(Debug, Args)]
-pub struct BenchStreamArgs {
+pub(crate) struct BenchStreamArgs {
     /// Vectors per throughput measurement
     #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
-    pub count: u64,
+    pub(crate) count: u64,
     /// Seconds of the 1000 Hz CPU measurement
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds_f64)]
-    pub idle_seconds: f64,
+    pub(crate) idle_seconds: f64,
     /// Runs per throughput figure; the best is reported (noise from other load)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub repeat: u32,
+    pub(crate) repeat: u32,
     /// One JSON object per measurement, one per line
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Options of `forkring bench transport`.
 #[derive(Debug, Args)]
-pub struct TransportArgs {
+pub(crate) struct TransportArgs {
     /// One JSON object per measurement, one per line
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Passes per latency measurement (rounded up to even) [default: per
     /// mechanism]
     #[arg(long, alias = "handoffs", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::bench::transport::MAX_PASSES))]
-    pub passes: Option<u64>,
+    pub(crate) passes: Option<u64>,
     /// Messages per throughput measurement [default: per mechanism]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
-    pub messages: Option<u64>,
+    pub(crate) messages: Option<u64>,
     /// Only these, comma-separated: turn-spin, turn-sleep, pipe, socket,
     /// eventfd, ring, or a kind (latency, throughput)
     #[arg(long, value_name = "LIST", value_parser = crate::bench::transport::parse_only)]
-    pub only: Option<crate::bench::transport::Selection>,
+    pub(crate) only: Option<crate::bench::transport::Selection>,
 }
 
 fn parse_run_name(s: &str) -> Result<RunName, String> {
@@ -245,7 +245,7 @@ fn parse_run_name(s: &str) -> Result<RunName, String> {
 /// The whole command line for the jobs of `registry`: the fixed
 /// subcommands, each job's options of `run`, a subcommand per role kind and
 /// each job's own commands.
-pub fn command(registry: Registry) -> clap::Command {
+pub(crate) fn command(registry: Registry) -> clap::Command {
     let names: Vec<&'static str> = registry.iter().map(|j| j.name()).collect();
     let defaults: Vec<&'static str> = registry
         .iter()
@@ -312,7 +312,7 @@ pub fn main(registry: Registry) -> ! {
 }
 
 /// Runs the parsed command.
-pub fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure> {
+pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure> {
     let Some((name, sm)) = m.subcommand() else {
         return Err(Failure {
             code: EXIT_USAGE,

@@ -2,7 +2,7 @@
 //! (timestamps in the stream's ring, the image's timing fields).
 
 /// Nanoseconds on CLOCK_MONOTONIC.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
         Ok(t) => t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
         Err(_) => 0,
@@ -11,7 +11,7 @@ pub fn monotonic_ns() -> u64 {
 
 /// CPU time this process has used (user + system), in nanoseconds, from the
 /// scheduler's precise accounting (not the tick-sampled rusage figures).
-pub fn process_cpu_ns() -> u64 {
+pub(crate) fn process_cpu_ns() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID) {
         Ok(t) => t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
         Err(_) => 0,
@@ -19,7 +19,7 @@ pub fn process_cpu_ns() -> u64 {
 }
 
 /// CPU time of the calling thread, in nanoseconds (precise, as above).
-pub fn thread_cpu_ns() -> u64 {
+pub(crate) fn thread_cpu_ns() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID) {
         Ok(t) => t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64,
         Err(_) => 0,
@@ -29,7 +29,7 @@ pub fn thread_cpu_ns() -> u64 {
 /// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns` (absolute, so a
 /// schedule of such sleeps does not drift however long each wake-up
 /// takes). A signal may end the sleep early; callers re-check the time.
-pub fn sleep_until_ns(deadline_ns: u64) {
+pub(crate) fn sleep_until_ns(deadline_ns: u64) {
     use nix::sys::time::TimeSpec;
     use nix::time::{ClockId, ClockNanosleepFlags, clock_nanosleep};
     let ts = TimeSpec::new(

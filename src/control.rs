@@ -30,16 +30,16 @@ use crate::shm::{
 };
 
 /// Part name of the control segment.
-pub const PART: &str = "control";
+pub(crate) const PART: &str = "control";
 /// Layout version of the control segment (2: the role table is sized per
 /// run).
-pub const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 /// Capacity of the settings blob.
-pub const SETTINGS_MAX: usize = 8192;
+pub(crate) const SETTINGS_MAX: usize = 8192;
 /// The most role processes a run may have.
-pub const MAX_ROLES: u32 = 1024;
+pub(crate) const MAX_ROLES: u32 = 1024;
 /// Byte of the control file locked by the live supervisor.
-pub const SUPERVISOR_LOCK_BYTE: u64 = 0;
+pub(crate) const SUPERVISOR_LOCK_BYTE: u64 = 0;
 
 /// Phase of a run, as recorded by its supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl RunPhase {
         })
     }
     /// Lower-case name for display.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RunPhase::Starting => "starting",
             RunPhase::Running => "running",
@@ -87,7 +87,7 @@ impl RunPhase {
 /// State of a role slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum RoleState {
+pub(crate) enum RoleState {
     /// Not started yet.
     Idle = 0,
     /// Process started, not yet attached to its segments.
@@ -111,7 +111,7 @@ impl RoleState {
         }
     }
     /// Lower-case name for display.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RoleState::Idle => "idle",
             RoleState::Starting => "starting",
@@ -134,18 +134,18 @@ pub enum ExitStatus {
 
 impl ExitStatus {
     /// Whether this is a normal, successful exit.
-    pub fn success(self) -> bool {
+    pub(crate) fn success(self) -> bool {
         self == ExitStatus::Code(0)
     }
     /// Packs for the control segment.
-    pub fn encode(self) -> u32 {
+    pub(crate) fn encode(self) -> u32 {
         match self {
             ExitStatus::Code(c) => 0x1_0000 | (c as u32 & 0xff),
             ExitStatus::Signal(s) => 0x2_0000 | (s as u32 & 0xff),
         }
     }
     /// Unpacks (untrusted input: unknown encodings give `None`).
-    pub fn decode(v: u32) -> Option<ExitStatus> {
+    pub(crate) fn decode(v: u32) -> Option<ExitStatus> {
         match v >> 16 {
             1 => Some(ExitStatus::Code((v & 0xff) as i32)),
             2 => Some(ExitStatus::Signal((v & 0xff) as i32)),
@@ -262,7 +262,7 @@ const FINGERPRINT: u64 = Fingerprint::new(PART)
     .finish();
 
 /// Total size of a control segment with `roles` role slots.
-pub fn size(roles: u32) -> usize {
+pub(crate) fn size(roles: u32) -> usize {
     ROLES_OFFSET + roles as usize * SLOT_SIZE
 }
 
@@ -334,7 +334,7 @@ pub enum ControlError {
 impl ControlError {
     /// Whether the segment exists but cannot be used as it is (corrupt,
     /// uninitialised, or from another version).
-    pub fn is_damage(&self) -> bool {
+    pub(crate) fn is_damage(&self) -> bool {
         match self {
             ControlError::Open(e) => {
                 !matches!(e, OpenError::NotFound { .. } | OpenError::Os { .. })
@@ -365,7 +365,11 @@ impl Control {
     /// Creates the control segment of a new run with `roles` role slots,
     /// takes the supervisor lock and records the settings blob. Fails with
     /// `Create(AlreadyExists)` if the run exists.
-    pub fn create(run: &RunName, settings: &[u8], roles: u32) -> Result<Control, ControlError> {
+    pub(crate) fn create(
+        run: &RunName,
+        settings: &[u8],
+        roles: u32,
+    ) -> Result<Control, ControlError> {
         if settings.is_empty() || settings.len() > SETTINGS_MAX {
             return Err(ControlError::TooLarge {
                 run: run.clone(),
@@ -460,21 +464,21 @@ impl Control {
     }
 
     /// The recorded settings blob (untrusted bytes: decode with a limit).
-    pub fn settings_blob(&self) -> Vec<u8> {
+    pub(crate) fn settings_blob(&self) -> Vec<u8> {
         let b = self.body();
         let len = (b.table.settings_len.get() as usize).min(SETTINGS_MAX);
         b.settings.read()[..len].to_vec()
     }
 
     /// Number of role slots.
-    pub fn role_count(&self) -> u32 {
+    pub(crate) fn role_count(&self) -> u32 {
         self.roles
     }
 
     /// Takes the supervisor lock (released when this handle is dropped)
     /// without changing anything in the run. Fails with `Live` if a
     /// supervisor holds it.
-    pub fn lock(&self) -> Result<(), ControlError> {
+    pub(crate) fn lock(&self) -> Result<(), ControlError> {
         match lock::try_lock(self.seg.fd(), SUPERVISOR_LOCK_BYTE) {
             Ok(true) => Ok(()),
             Ok(false) => Err(ControlError::Live {
@@ -490,7 +494,7 @@ impl Control {
 
     /// Records us as the run's supervisor (after `lock`), counts a resume
     /// and lowers the stop flag.
-    pub fn take_over(&self) {
+    pub(crate) fn take_over(&self) {
         let s = &self.body().supervisor;
         s.pid.set(std::process::id());
         s.start_ticks.set(crate::procinfo::own_start_ticks());
@@ -501,7 +505,7 @@ impl Control {
     /// Takes the lock of role slot `slot` (labelled `label` in messages) for
     /// the calling role process and records its pid. Fails with
     /// `RoleTaken` if a live process plays it.
-    pub fn claim_role(&self, slot: u32, label: &str) -> Result<(), ControlError> {
+    pub(crate) fn claim_role(&self, slot: u32, label: &str) -> Result<(), ControlError> {
         match lock::try_lock(self.seg.fd(), lock_byte(slot)) {
             Ok(true) => {}
             Ok(false) => {
@@ -526,27 +530,27 @@ impl Control {
     }
 
     /// Marks role slot `slot` attached and posts the attach semaphore.
-    pub fn mark_attached(&self, slot: u32) {
+    pub(crate) fn mark_attached(&self, slot: u32) {
         self.slot(slot).state.set(RoleState::Attached as u32);
         self.body().attach.post();
     }
 
     /// Whether a live supervisor holds the run (lock probe; works read-only).
-    pub fn supervisor_alive(&self) -> bool {
+    pub(crate) fn supervisor_alive(&self) -> bool {
         lock::is_locked(self.seg.fd(), SUPERVISOR_LOCK_BYTE).unwrap_or(false)
     }
 
     /// Whether a live process holds role slot `slot`'s lock.
-    pub fn role_alive(&self, slot: u32) -> bool {
+    pub(crate) fn role_alive(&self, slot: u32) -> bool {
         slot < self.roles && lock::is_locked(self.seg.fd(), lock_byte(slot)).unwrap_or(false)
     }
 
     /// The run's name.
-    pub fn run(&self) -> &RunName {
+    pub(crate) fn run(&self) -> &RunName {
         &self.run
     }
     /// The segment.
-    pub fn segment(&self) -> &Segment {
+    pub(crate) fn segment(&self) -> &Segment {
         &self.seg
     }
     fn body(&self) -> &ControlBody {
@@ -567,11 +571,11 @@ impl Control {
     }
 
     /// The run-wide stop flag.
-    pub fn stop_flag(&self) -> &Flag {
+    pub(crate) fn stop_flag(&self) -> &Flag {
         &self.body().stop
     }
     /// The attach semaphore.
-    pub fn attach_semaphore(&self) -> &Semaphore {
+    pub(crate) fn attach_semaphore(&self) -> &Semaphore {
         &self.body().attach
     }
 
@@ -580,40 +584,40 @@ impl Control {
         self.body().supervisor.phase.set(p as u32);
     }
     /// The recorded phase (`None` if the field is corrupt).
-    pub fn phase(&self) -> Option<RunPhase> {
+    pub(crate) fn phase(&self) -> Option<RunPhase> {
         RunPhase::decode(self.body().supervisor.phase.get())
     }
     /// Pid recorded by the current or last supervisor.
-    pub fn supervisor_pid(&self) -> u32 {
+    pub(crate) fn supervisor_pid(&self) -> u32 {
         self.body().supervisor.pid.get()
     }
     /// How many times a supervisor resumed this run.
-    pub fn resumes(&self) -> u64 {
+    pub(crate) fn resumes(&self) -> u64 {
         self.body().supervisor.resumes.get()
     }
     /// Creation time (ms since the Unix epoch).
-    pub fn created_unix_ms(&self) -> u64 {
+    pub(crate) fn created_unix_ms(&self) -> u64 {
         self.body().supervisor.created_unix_ms.get()
     }
     /// Seconds of work done by earlier supervisors of this run.
-    pub fn prior_seconds(&self) -> f64 {
+    pub(crate) fn prior_seconds(&self) -> f64 {
         let v = f64::from_bits(self.body().supervisor.prior_seconds.get());
         if v.is_finite() && v >= 0.0 { v } else { 0.0 }
     }
     /// Records the seconds of work done so far (survives a supervisor crash).
-    pub fn set_prior_seconds(&self, s: f64) {
+    pub(crate) fn set_prior_seconds(&self, s: f64) {
         self.body().supervisor.prior_seconds.set(s.to_bits());
     }
 
     /// Records that the supervisor started `pid` for role slot `slot`.
-    pub fn record_spawn(&self, slot: u32, pid: u32) {
+    pub(crate) fn record_spawn(&self, slot: u32, pid: u32) {
         let s = self.slot(slot);
         s.pid.set(pid);
         s.start_ticks.set(0);
         s.state.set(RoleState::Starting as u32);
     }
     /// Records how role slot `slot` ended.
-    pub fn record_exit(&self, slot: u32, status: ExitStatus) {
+    pub(crate) fn record_exit(&self, slot: u32, status: ExitStatus) {
         let s = self.slot(slot);
         if status.success() {
             s.state.set(RoleState::Done as u32);
@@ -623,12 +627,12 @@ impl Control {
         }
     }
     /// Counts a restart of role slot `slot`.
-    pub fn record_restart(&self, slot: u32) {
+    pub(crate) fn record_restart(&self, slot: u32) {
         self.slot(slot).restarts.add(1);
     }
     /// Forgets that role slot `slot` finished (a resumed run starts its
     /// roles again).
-    pub fn reset_role(&self, slot: u32) {
+    pub(crate) fn reset_role(&self, slot: u32) {
         self.slot(slot).state.set(RoleState::Idle as u32);
     }
 
@@ -657,11 +661,11 @@ pub struct RoleView {
     /// Last recorded pid.
     pub pid: u32,
     /// Recorded state.
-    pub state: RoleState,
+    pub(crate) state: RoleState,
     /// Restarts so far.
-    pub restarts: u64,
+    pub(crate) restarts: u64,
     /// Last abnormal exit.
-    pub last_exit: Option<ExitStatus>,
+    pub(crate) last_exit: Option<ExitStatus>,
     /// Whether a live process holds the role's lock.
     pub alive: bool,
 }

@@ -15,13 +15,13 @@ use crate::job::JobError;
 use crate::supervisor::error::RunError;
 
 /// Exit code of a failure.
-pub const EXIT_FAILURE: i32 = 1;
+pub(crate) const EXIT_FAILURE: i32 = 1;
 /// Exit code of a usage error.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 /// Exit code when the restart limit was exceeded.
-pub const EXIT_RESTART_LIMIT: i32 = 3;
+pub(crate) const EXIT_RESTART_LIMIT: i32 = 3;
 /// Exit code after a SIGINT-initiated stop.
-pub const EXIT_INTERRUPTED: i32 = 130;
+pub(crate) const EXIT_INTERRUPTED: i32 = 130;
 
 /// Every error a command can end with.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// Process exit code.
-    pub code: i32,
+    pub(crate) code: i32,
     /// One-line cause, with what to do about it.
     pub message: String,
 }

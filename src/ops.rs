@@ -135,7 +135,11 @@ fn print_status(v: &Value) {
 }
 
 /// `forkring status [NAME] [--json]`.
-pub fn status(name: Option<&RunName>, as_json: bool, registry: Registry) -> Result<(), RunError> {
+pub(crate) fn status(
+    name: Option<&RunName>,
+    as_json: bool,
+    registry: Registry,
+) -> Result<(), RunError> {
     let runs: Vec<RunName> = match name {
         Some(n) => {
             if segment_files_of(n)?.is_empty() {
@@ -161,7 +165,7 @@ pub fn status(name: Option<&RunName>, as_json: bool, registry: Registry) -> Resu
 
 /// Removes every segment of `run` if no supervisor is alive. Returns the
 /// names removed.
-pub fn clean_run(run: &RunName) -> Result<Vec<String>, RunError> {
+pub(crate) fn clean_run(run: &RunName) -> Result<Vec<String>, RunError> {
     let names: Vec<String> = segment_files_of(run)?;
     if names.is_empty() {
         return Ok(names);
@@ -216,7 +220,7 @@ pub fn clean_run(run: &RunName) -> Result<Vec<String>, RunError> {
 }
 
 /// `forkring clean [NAME] [--dry-run]`.
-pub fn clean(name: Option<&RunName>, dry_run: bool) -> Result<(), RunError> {
+pub(crate) fn clean(name: Option<&RunName>, dry_run: bool) -> Result<(), RunError> {
     let runs: Vec<RunName> = match name {
         Some(n) => vec![n.clone()],
         None => runs_in_shm()?.into_iter().collect(),
@@ -266,7 +270,11 @@ pub fn clean(name: Option<&RunName>, dry_run: bool) -> Result<(), RunError> {
 }
 
 /// `forkring handoff --run NAME [--out DIR]`.
-pub fn handoff(run: &RunName, out: Option<&Path>, registry: Registry) -> Result<(), RunError> {
+pub(crate) fn handoff(
+    run: &RunName,
+    out: Option<&Path>,
+    registry: Registry,
+) -> Result<(), RunError> {
     let open = OpenRun::open(run, Access::ReadWrite, registry)?;
     // The lock keeps a supervisor from starting on the run meanwhile; this
     // is not a resume, so nothing in the run changes.
@@ -291,7 +299,7 @@ pub fn handoff(run: &RunName, out: Option<&Path>, registry: Registry) -> Result<
 /// `forkring verify DIR`: every file `summary.json` lists has its recorded
 /// size and SHA-256, and each job's files pass the job's own checks.
 /// Without a `summary.json`, each job whose files are there is checked.
-pub fn verify(dir: &Path, registry: Registry) -> Result<Vec<String>, RunError> {
+pub(crate) fn verify(dir: &Path, registry: Registry) -> Result<Vec<String>, RunError> {
     let fail = |d: String| RunError::verify(dir, d);
     let summary_path = dir.join("summary.json");
     let summary: Option<Value> = match std::fs::read_to_string(&summary_path) {

@@ -17,11 +17,11 @@ use sha2::{Digest, Sha256};
 #[error("cannot {op} {path}: {err}")]
 pub struct OutputError {
     /// What we tried.
-    pub op: &'static str,
+    pub(crate) op: &'static str,
     /// The path.
-    pub path: String,
+    pub(crate) path: String,
     /// The cause.
-    pub err: io::Error,
+    pub(crate) err: io::Error,
 }
 
 fn out_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OutputError + 'a {
@@ -34,7 +34,7 @@ fn out_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Ou
 
 /// Creates `dir` if needed, checks that we can create files in it, and
 /// returns it as an absolute path. Run before any work starts.
-pub fn prepare_dir(dir: &Path) -> Result<PathBuf, OutputError> {
+pub(crate) fn prepare_dir(dir: &Path) -> Result<PathBuf, OutputError> {
     std::fs::create_dir_all(dir).map_err(out_err("create directory", dir))?;
     let abs = std::fs::canonicalize(dir).map_err(out_err("resolve", dir))?;
     let probe = abs.join(format!(".forkring-probe-{}", std::process::id()));
@@ -47,7 +47,7 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, OutputError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// Final path.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Bytes written.
     pub bytes: u64,
     /// Lower-case hex SHA-256 of the content.
@@ -129,19 +129,19 @@ pub fn write_atomic(
 }
 
 /// Fsyncs a directory so that renames in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), OutputError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), OutputError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(out_err("sync directory", dir))
 }
 
 /// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of a file, lower-case hex.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> io::Result<String> {
     use std::io::Read;
     let mut f = File::open(path)?;
     let mut h = Sha256::new();
@@ -156,7 +156,7 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
 }
 
 /// Writes an RGB8 image as a PNG to `w`.
-pub fn encode_png(w: &mut dyn Write, width: u32, height: u32, rgb: &[u8]) -> io::Result<()> {
+pub(crate) fn encode_png(w: &mut dyn Write, width: u32, height: u32, rgb: &[u8]) -> io::Result<()> {
     let mut enc = png::Encoder::new(w, width, height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);

@@ -3,19 +3,20 @@
 /// Start time of process `pid` in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), or `None` if the process does not exist. Together with
 /// the pid it identifies a process even after the pid is reused.
-pub fn start_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_start_ticks(&stat)
 }
 
 /// Start time of the calling process (see [`start_ticks`]).
-pub fn own_start_ticks() -> u64 {
+pub(crate) fn own_start_ticks() -> u64 {
     start_ticks(std::process::id()).unwrap_or(0)
 }
 
+#[cfg(test)]
 /// Whether `pid` is alive and is still the process that started at
 /// `ticks` (0 = don't compare).
-pub fn is_same_process(pid: u32, ticks: u64) -> bool {
+pub(crate) fn is_same_process(pid: u32, ticks: u64) -> bool {
     if pid == 0 {
         return false;
     }

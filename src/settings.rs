@@ -38,7 +38,7 @@ type Encoded = (PathBuf, Vec<(String, Vec<u8>)>);
 
 impl RunSettings {
     /// The settings of job `name`, if the run has it.
-    pub fn job(&self, name: &str) -> Option<&dyn JobSettings> {
+    pub(crate) fn job(&self, name: &str) -> Option<&dyn JobSettings> {
         self.jobs
             .iter()
             .find(|j| j.job().name() == name)
@@ -46,24 +46,24 @@ impl RunSettings {
     }
 
     /// The jobs' names, in order.
-    pub fn job_names(&self) -> Vec<&'static str> {
+    pub(crate) fn job_names(&self) -> Vec<&'static str> {
         self.jobs.iter().map(|j| j.job().name()).collect()
     }
 
     /// The run's role table.
-    pub fn roles(&self) -> Result<RoleTable, TooManyRoles> {
+    pub(crate) fn roles(&self) -> Result<RoleTable, TooManyRoles> {
         RoleTable::of(&self.jobs)
     }
 
     /// Shared-memory bytes of every job's segments (the control segment
     /// not included).
-    pub fn jobs_shm_bytes(&self) -> u64 {
+    pub(crate) fn jobs_shm_bytes(&self) -> u64 {
         self.jobs.iter().map(|j| j.shm_bytes()).sum()
     }
 
     /// Differences between the recorded settings (`self`) and requested
     /// ones, as the user would type them.
-    pub fn differences(&self, requested: &RunSettings) -> Vec<Difference> {
+    pub(crate) fn differences(&self, requested: &RunSettings) -> Vec<Difference> {
         let mut d = Vec::new();
         d.extend(Difference::of(
             "--out",
@@ -84,7 +84,7 @@ impl RunSettings {
     }
 
     /// Encodes for the control segment.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let e: Encoded = (
             self.out.clone(),
             self.jobs
@@ -99,7 +99,7 @@ impl RunSettings {
     /// Decodes bytes read from a control segment (untrusted: bounded, every
     /// error reported, never a panic). Each job checks its own settings
     /// against the ranges of the command line.
-    pub fn decode(bytes: &[u8], registry: Registry) -> Result<Self, String> {
+    pub(crate) fn decode(bytes: &[u8], registry: Registry) -> Result<Self, String> {
         let cfg = bincode::config::standard().with_limit::<DECODE_LIMIT>();
         let ((out, jobs), _): (Encoded, usize) =
             bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| e.to_string())?;

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 /// The longest duration any option takes: about 31.7 years. Far past any
 /// real run, and far below where `Instant + Duration` could overflow.
-pub const MAX_SECONDS: f64 = 1e9;
+pub(crate) const MAX_SECONDS: f64 = 1e9;
 /// The shortest duration any option takes: 1 µs.
-pub const MIN_SECONDS: f64 = 1e-6;
+pub(crate) const MIN_SECONDS: f64 = 1e-6;
 
 /// Parses a number of seconds in [`MIN_SECONDS`, `MAX_SECONDS`].
-pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     let v = parse_f64(s, "a number of seconds")?;
     if !(MIN_SECONDS..=MAX_SECONDS).contains(&v) {
         return Err(format!(
@@ -23,19 +23,8 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses a number of seconds in [`MIN_SECONDS`, `MAX_SECONDS`] as `f64`.
-pub fn parse_seconds_f64(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_seconds_f64(s: &str) -> Result<f64, String> {
     parse_seconds(s).map(|d| d.as_secs_f64())
-}
-
-/// Parses a finite float in `lo..=hi`; `what` names it in the error.
-pub fn parse_in_range(s: &str, lo: f64, hi: f64, what: &str) -> Result<f64, String> {
-    let v = parse_f64(s, what)?;
-    if !(lo..=hi).contains(&v) {
-        return Err(format!(
-            "{s} is out of range for {what}; give {lo} to {hi:e}"
-        ));
-    }
-    Ok(v)
 }
 
 fn parse_f64(s: &str, what: &str) -> Result<f64, String> {
@@ -50,7 +39,7 @@ fn parse_f64(s: &str, what: &str) -> Result<f64, String> {
 }
 
 /// `n` with thousands separators: `16,777,216`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -63,7 +52,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// A rate or count in short form: `4.60M`, `1.2k`, `950`.
-pub fn short(n: f64) -> String {
+pub(crate) fn short(n: f64) -> String {
     if n >= 1e9 {
         format!("{:.2}G", n / 1e9)
     } else if n >= 1e6 {
@@ -76,8 +65,32 @@ pub fn short(n: f64) -> String {
 }
 
 /// `1 restart`, `2 restarts`.
-pub fn plural(n: u64, one: &str, many: &str) -> String {
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
+/// `ms` milliseconds since the Unix epoch as RFC 3339 UTC:
+/// `2026-12-02T07:04:41.123Z`.
+pub(crate) fn rfc3339_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 #[cfg(test)]
@@ -91,6 +104,13 @@ mod tests {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
         assert!(parse_seconds("1e9").is_ok());
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(1_796_195_081_123), "2026-12-02T07:04:41.123Z");
     }
 
     #[test]

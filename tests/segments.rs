@@ -186,7 +186,15 @@ fn a_run_of_the_previous_layout_version_is_refused() {
     let seg = Segment::create(&r, &old, |_| {}).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_forkring"))
-        .args(["run", "--name", r.as_str(), "--jobs", "image", "--size", "8"])
+        .args([
+            "run",
+            "--name",
+            r.as_str(),
+            "--jobs",
+            "image",
+            "--size",
+            "8",
+        ])
         .arg("--out")
         .arg(dir.path())
         .output()

@@ -24,7 +24,7 @@ use super::{Machine, SegmentGuard, best_of, install_interrupt_handler, thousands
 
 /// The reference system's processing times (its README: i7-9750H, WSL,
 /// final version), by image side. Its largest image was 4072x4072.
-pub const REFERENCE: [(u32, f64); 7] = [
+pub(crate) const REFERENCE: [(u32, f64); 7] = [
     (56, 0.2),
     (128, 1.1),
     (256, 4.3),
@@ -36,15 +36,15 @@ pub const REFERENCE: [(u32, f64); 7] = [
 
 /// Options of `forkring bench image`.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Side of the square image for the solo/alternating comparison.
-    pub size: (u32, u32),
+    pub(crate) size: (u32, u32),
     /// One JSON object per line.
-    pub json: bool,
+    pub(crate) json: bool,
     /// Also run the reference's sizes.
-    pub reference: bool,
+    pub(crate) reference: bool,
     /// Measurements per figure; the best is reported.
-    pub repeat: u32,
+    pub(crate) repeat: u32,
 }
 
 const SEED: u64 = 0x5eed;
@@ -58,7 +58,7 @@ fn bench_run(tag: &str) -> RunName {
 }
 
 /// Seconds for one process to paint a `w`x`h` image alone.
-pub fn solo(w: u32, h: u32) -> Result<f64, BenchError> {
+pub(crate) fn solo(w: u32, h: u32) -> Result<f64, BenchError> {
     let run = bench_run("solo");
     let settings = ImageSettings {
         width: w,
@@ -99,7 +99,7 @@ pub fn solo(w: u32, h: u32) -> Result<f64, BenchError> {
 
 /// Seconds for ping and pong (real processes) to paint a `w`x`h` image
 /// taking turns, from just before iteration 0 to just after the last.
-pub fn alternating(w: u32, h: u32) -> Result<f64, BenchError> {
+pub(crate) fn alternating(w: u32, h: u32) -> Result<f64, BenchError> {
     let run = bench_run(&format!("alt{w}x{h}"));
     let image = ImageSettings {
         width: w,
@@ -134,7 +134,7 @@ fn per_it_ns(secs: f64, n: u64) -> f64 {
 }
 
 /// `forkring bench image`.
-pub fn run(opts: &Options) -> Result<(), BenchError> {
+pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
     let (w, h) = opts.size;
     crate::image::settings::check_size(w, h).map_err(BenchError::Usage)?;
     install_interrupt_handler()?;

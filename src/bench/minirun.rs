@@ -11,7 +11,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::BenchError;
-use crate::control::{self, Control, ExitStatus};
+use crate::control::{self, ExitStatus};
 use crate::job::RoleId;
 use crate::settings::RunSettings;
 use crate::shm::RunName;
@@ -22,7 +22,7 @@ use super::{SegmentGuard, register_peer, unregister_peer};
 
 /// The control segment and the guards of a benchmark's run.
 #[derive(Debug)]
-pub struct MiniRun {
+pub(crate) struct MiniRun {
     run: RunName,
     open: OpenRun,
     // Dropped after `control` is unmapped: removes every segment.
@@ -32,7 +32,7 @@ pub struct MiniRun {
 impl MiniRun {
     /// Creates the control segment of `run` with `settings`; `parts` are the
     /// job segments the caller will create (registered for removal first).
-    pub fn create(
+    pub(crate) fn create(
         run: RunName,
         settings: &RunSettings,
         parts: &[&str],
@@ -49,24 +49,19 @@ impl MiniRun {
     }
 
     /// The run's name.
-    pub fn run(&self) -> &RunName {
+    pub(crate) fn run(&self) -> &RunName {
         &self.run
     }
 
-    /// The control segment.
-    pub fn control(&self) -> &Control {
-        &self.open.control
-    }
-
     /// Every role of the run, in slot order.
-    pub fn roles(&self) -> Vec<RoleId> {
+    pub(crate) fn roles(&self) -> Vec<RoleId> {
         self.open.roles.iter().copied().collect()
     }
 
     /// Starts `roles` (real role processes) and waits until all exit,
     /// calling `tick` about every millisecond. Fails if a role fails or the
     /// run exceeds `limit`.
-    pub fn run_roles(
+    pub(crate) fn run_roles(
         &self,
         roles: &[RoleId],
         limit: Duration,

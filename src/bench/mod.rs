@@ -17,10 +17,10 @@
 //!   supervisor's display and pass, for the job benchmarks.
 //! - [`peer`]: the `bench-peer` side of every measurement.
 
-pub mod image;
-pub mod minirun;
-pub mod peer;
-pub mod stream;
+pub(crate) mod image;
+pub(crate) mod minirun;
+pub(crate) mod peer;
+pub(crate) mod stream;
 pub mod transport;
 
 use std::ffi::OsString;
@@ -68,15 +68,15 @@ pub enum BenchError {
 
 impl BenchError {
     /// A measurement failure.
-    pub fn failed(msg: impl Into<String>) -> Self {
+    pub(crate) fn failed(msg: impl Into<String>) -> Self {
         BenchError::Failed(msg.into())
     }
     /// A usage error.
-    pub fn usage(msg: impl Into<String>) -> Self {
+    pub(crate) fn usage(msg: impl Into<String>) -> Self {
         BenchError::Usage(msg.into())
     }
     /// Whether it is a usage error.
-    pub fn is_usage(&self) -> bool {
+    pub(crate) fn is_usage(&self) -> bool {
         matches!(self, BenchError::Usage(_))
     }
 }
@@ -157,19 +157,22 @@ fn on_interrupt() {
 }
 
 /// Registers a process to kill on SIGINT/SIGTERM (until [`unregister_peer`]).
-pub fn register_peer(pid: u32) {
+pub(crate) fn register_peer(pid: u32) {
     cleanup().peers.push(pid);
 }
 
 /// Forgets a process registered with [`register_peer`] (call before or
 /// while reaping it, so that a reused pid is never signalled).
-pub fn unregister_peer(pid: u32) {
+pub(crate) fn unregister_peer(pid: u32) {
     cleanup().peers.retain(|p| *p != pid);
 }
 
 /// The best (smallest) of `repeat` measurements of a duration, to keep
 /// interference from other load on a shared machine out of the figure.
-pub fn best_of<E>(repeat: u32, mut measure: impl FnMut() -> Result<f64, E>) -> Result<f64, E> {
+pub(crate) fn best_of<E>(
+    repeat: u32,
+    mut measure: impl FnMut() -> Result<f64, E>,
+) -> Result<f64, E> {
     let mut best = f64::INFINITY;
     for _ in 0..repeat.max(1) {
         best = best.min(measure()?);
@@ -191,15 +194,10 @@ pub struct SegmentGuard {
 
 impl SegmentGuard {
     /// Registers segment `part` of `run` (as named in /dev/shm) for removal.
-    pub fn new(run: &RunName, part: &str) -> SegmentGuard {
+    pub(crate) fn new(run: &RunName, part: &str) -> SegmentGuard {
         let name = run.segment(part);
         cleanup().segments.push(name.clone());
         SegmentGuard { name }
-    }
-
-    /// The segment's name in /dev/shm.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
@@ -225,7 +223,7 @@ pub struct Launcher {
 
 impl Launcher {
     /// Our own executable, `/proc/self/exe` (the forkring binary).
-    pub fn this_executable() -> Launcher {
+    pub(crate) fn this_executable() -> Launcher {
         Launcher {
             exe: PathBuf::from("/proc/self/exe"),
             env: None,
@@ -243,15 +241,15 @@ impl Launcher {
 }
 
 /// How often a blocked side re-checks that its peer is alive.
-pub const IDLE_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Idle checks without progress before a side gives up on its peer.
-pub const MAX_IDLE_CHECKS: u32 = 60;
+pub(crate) const MAX_IDLE_CHECKS: u32 = 60;
 
 /// A running `bench-peer`: own process group, SIGKILL on our death, stdout
 /// (its one-line report) and stderr (its error) captured. Killed and reaped
 /// when dropped unless [`PeerProcess::finish`] reaped it.
 #[derive(Debug)]
-pub struct PeerProcess {
+pub(crate) struct PeerProcess {
     what: String,
     child: Child,
     pid: u32,
@@ -261,7 +259,7 @@ pub struct PeerProcess {
 
 /// Something to do when the peer exits unsuccessfully while we may be
 /// blocked waiting for it in a way that exit does not end (eventfd reads).
-pub type Poke = Box<dyn FnOnce() + Send>;
+pub(crate) type Poke = Box<dyn FnOnce() + Send>;
 
 impl PeerProcess {
     /// Starts `launcher bench-peer ARGS`. `inherit` are descriptors the peer
@@ -269,7 +267,7 @@ impl PeerProcess {
     /// child clears the flag, so no other exec of this process leaks them).
     /// The caller must close its copies of the peer's ends afterwards, so
     /// that the peer's death reads as end-of-file.
-    pub fn spawn(
+    pub(crate) fn spawn(
         launcher: &Launcher,
         what: &str,
         args: &[String],
@@ -434,7 +432,7 @@ impl PeerProcess {
     /// Called by a side that has waited [`IDLE_CHECK`] without progress;
     /// `idles` counts such calls for the current wait. Fails if the peer
     /// died or made no progress for [`MAX_IDLE_CHECKS`] checks.
-    pub fn idle(&mut self, idles: &mut u32) -> Result<(), BenchError> {
+    pub(crate) fn idle(&mut self, idles: &mut u32) -> Result<(), BenchError> {
         *idles += 1;
         if let Some(st) = self.try_reap() {
             return Err(self.failure(st, "before the measurement was complete"));
@@ -451,7 +449,7 @@ impl PeerProcess {
 
     /// The failure to report when the peer closed its end early (end of
     /// file, or a poke): it died or is dying, so wait for it and say why.
-    pub fn gone(&mut self) -> BenchError {
+    pub(crate) fn gone(&mut self) -> BenchError {
         match self.wait_exit(Duration::from_secs(5)) {
             Some(st) => self.failure(st, "before the measurement was complete"),
             None => {
@@ -466,7 +464,7 @@ impl PeerProcess {
 
     /// Waits for the peer to exit and returns its report (stdout), or its
     /// failure.
-    pub fn finish(mut self) -> Result<String, BenchError> {
+    pub(crate) fn finish(mut self) -> Result<String, BenchError> {
         let st = match self.wait_exit(Duration::from_secs(10)) {
             Some(st) => st,
             None => {
@@ -493,7 +491,7 @@ impl Drop for PeerProcess {
 /// Makes an owned descriptor from a number inherited from the bench parent
 /// (`--fd N` of `bench-peer`), after checking that it is open and not a
 /// standard stream.
-pub fn inherited_fd(fd: RawFd) -> Result<OwnedFd, BenchError> {
+pub(crate) fn inherited_fd(fd: RawFd) -> Result<OwnedFd, BenchError> {
     use std::os::fd::FromRawFd;
     // SAFETY: F_GETFD only queries the descriptor's flags.
     if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
@@ -516,18 +514,18 @@ pub fn inherited_fd(fd: RawFd) -> Result<OwnedFd, BenchError> {
 
 /// What the figures were measured on.
 #[derive(Debug, Clone)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// CPU model (`model name` of /proc/cpuinfo).
-    pub cpu: String,
+    pub(crate) cpu: String,
     /// Logical CPUs this process may run on.
-    pub cpus: usize,
+    pub(crate) cpus: usize,
     /// Kernel release.
-    pub kernel: String,
+    pub(crate) kernel: String,
 }
 
 impl Machine {
     /// Reads /proc.
-    pub fn detect() -> Machine {
+    pub(crate) fn detect() -> Machine {
         let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let field = |name: &str| {
             info.lines().find_map(|l| {
@@ -553,7 +551,7 @@ impl Machine {
     }
 
     /// One line: `CPU, N logical CPUs, Linux RELEASE`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{}, {} logical CPU{}, Linux {}",
             self.cpu,
@@ -570,7 +568,7 @@ impl Machine {
 
 /// A measured figure.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Figure {
+pub(crate) enum Figure {
     /// One-way pass latency in nanoseconds.
     LatencyNs(f64),
     /// Messages per second.
@@ -580,7 +578,7 @@ pub enum Figure {
 impl Figure {
     /// How many times better than `base` (same kind): for latency
     /// `base / self`, for throughput `self / base`.
-    pub fn ratio_to(self, base: Figure) -> Option<f64> {
+    pub(crate) fn ratio_to(self, base: Figure) -> Option<f64> {
         match (self, base) {
             (Figure::LatencyNs(x), Figure::LatencyNs(b)) if x > 0.0 => Some(b / x),
             (Figure::MsgsPerS(x), Figure::MsgsPerS(b)) if b > 0.0 => Some(x / b),
@@ -591,23 +589,23 @@ impl Figure {
 
 /// One measurement, as printed.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub(crate) struct Row {
     /// Mechanism name (`turn-spin`, `pipe`, ...).
-    pub mechanism: &'static str,
+    pub(crate) mechanism: &'static str,
     /// `pass` or `throughput`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// Passes or messages measured.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Measured time.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// The figure.
-    pub figure: Figure,
+    pub(crate) figure: Figure,
     /// Ratio to the pipe of the same kind, when the pipe was measured.
-    pub ratio_to_pipe: Option<f64>,
+    pub(crate) ratio_to_pipe: Option<f64>,
 }
 
 /// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -629,7 +627,7 @@ fn figure_text(f: Figure) -> String {
 }
 
 /// Prints the table: a title, the machine, notes, then one line per row.
-pub fn print_table(title: &str, machine: &Machine, notes: &[String], rows: &[Row]) {
+pub(crate) fn print_table(title: &str, machine: &Machine, notes: &[String], rows: &[Row]) {
     println!("{title}");
     println!("machine: {}", machine.describe());
     for n in notes {
@@ -681,7 +679,7 @@ pub fn print_table(title: &str, machine: &Machine, notes: &[String], rows: &[Row
 }
 
 /// Prints one JSON object per row, one per line.
-pub fn print_json(machine: &Machine, rows: &[Row]) {
+pub(crate) fn print_json(machine: &Machine, rows: &[Row]) {
     for r in rows {
         let mut o = serde_json::Map::new();
         o.insert("mechanism".into(), r.mechanism.into());

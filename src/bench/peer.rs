@@ -24,36 +24,36 @@ use super::{IDLE_CHECK, MAX_IDLE_CHECKS, inherited_fd};
 
 /// Arguments of `forkring bench-peer` (internal; set by `forkring bench`).
 #[derive(Debug, Args)]
-pub struct PeerArgs {
+pub(crate) struct PeerArgs {
     /// The measurement
     #[arg(value_enum)]
-    pub mechanism: Mechanism,
+    pub(crate) mechanism: Mechanism,
     /// Timed passes, or messages to send
     #[arg(long)]
-    pub count: u64,
+    pub(crate) count: u64,
     /// Untimed passes before the timed ones
     #[arg(long, default_value_t = 0)]
-    pub warmup: u64,
+    pub(crate) warmup: u64,
     /// Run whose bench segments to open (turn, ring)
     #[arg(long)]
-    pub run: Option<RunName>,
+    pub(crate) run: Option<RunName>,
     /// Inherited descriptors, in the order the mechanism expects
     #[arg(long = "fd", value_name = "FD")]
-    pub fds: Vec<i32>,
+    pub(crate) fds: Vec<i32>,
     /// pipe-stream/socket-stream: send the stream job's vectors of this
     /// dimension (generated as its producer does) instead of 208-byte messages
     #[arg(long, value_name = "DIM")]
-    pub vectors: Option<u32>,
+    pub(crate) vectors: Option<u32>,
     /// Seed of the vectors
     #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    pub(crate) seed: u64,
 }
 
 /// How long to wait for the parent's segment to be initialised.
 const OPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs the peer side and prints its report.
-pub fn run(args: &PeerArgs) -> Result<(), BenchError> {
+pub(crate) fn run(args: &PeerArgs) -> Result<(), BenchError> {
     let report = match args.mechanism {
         Mechanism::TurnSpin | Mechanism::TurnSleep => turn(args)?,
         Mechanism::Pipe => {

@@ -34,15 +34,15 @@ use super::{Launcher, Machine, PeerProcess, best_of, install_interrupt_handler, 
 
 /// Options of `forkring bench stream`.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Vectors per throughput measurement.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Seconds of the 1 kHz CPU measurement.
-    pub idle_seconds: f64,
+    pub(crate) idle_seconds: f64,
     /// One JSON object per line.
-    pub json: bool,
+    pub(crate) json: bool,
     /// Measurements per throughput figure; the best is reported.
-    pub repeat: u32,
+    pub(crate) repeat: u32,
 }
 
 const DIM: u32 = 50;
@@ -84,7 +84,7 @@ impl Drop for Scratch {
 
 /// Seconds for the producer's generation alone (no transport) of `count`
 /// vectors.
-pub fn generation(count: u64) -> f64 {
+pub(crate) fn generation(count: u64) -> f64 {
     let g = Generator::new(&settings(Rate::Max, count));
     let mut slot = vec![0u64; (16 + 4 * DIM as usize) / 8];
     let start = Instant::now();
@@ -134,7 +134,7 @@ fn ring_job(s: &StreamSettings, tag: &str) -> Result<(f64, f64), BenchError> {
 /// The floor of a 1 kHz wake-up on this machine: CPU percent of one core
 /// used by a thread that does nothing but sleep to absolute 1 ms deadlines
 /// for `seconds` (the producer at 1000 Hz must wake that often).
-pub fn sleeper_floor(seconds: f64) -> f64 {
+pub(crate) fn sleeper_floor(seconds: f64) -> f64 {
     std::thread::spawn(move || {
         let n = (seconds * 1000.0).round().max(1.0) as u64;
         let cpu0 = crate::clock::thread_cpu_ns();
@@ -151,7 +151,7 @@ pub fn sleeper_floor(seconds: f64) -> f64 {
 
 /// The producer side over a pipe or socket: `count` vectors of `dim`
 /// values, one write(2) each (run by `bench-peer`).
-pub fn produce_vectors(
+pub(crate) fn produce_vectors(
     fd: BorrowedFd<'_>,
     count: u64,
     dim: u32,
@@ -241,7 +241,7 @@ fn fd_pipeline(mechanism: Mechanism, count: u64) -> Result<f64, BenchError> {
 }
 
 /// `forkring bench stream`.
-pub fn run(opts: &Options) -> Result<(), BenchError> {
+pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
     install_interrupt_handler()?;
     let machine = Machine::detect();
     let n = opts.count;

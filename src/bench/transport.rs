@@ -43,7 +43,7 @@ use super::{Figure, IDLE_CHECK, Launcher, Machine, PeerProcess, Row, SegmentGuar
 
 /// What a measurement measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// One-way pass latency.
     Latency,
     /// Message throughput.
@@ -52,7 +52,7 @@ pub enum Kind {
 
 impl Kind {
     /// `latency` or `throughput`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Latency => "latency",
             Kind::Throughput => "throughput",
@@ -92,7 +92,7 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every measurement, in the order they are run and shown.
-    pub const ALL: [Mechanism; 8] = [
+    pub(crate) const ALL: [Mechanism; 8] = [
         Mechanism::TurnSpin,
         Mechanism::TurnSleep,
         Mechanism::Pipe,
@@ -104,7 +104,7 @@ impl Mechanism {
     ];
 
     /// The name shown in the table and JSON (`pipe` for both pipe kinds).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mechanism::TurnSpin => "turn-spin",
             Mechanism::TurnSleep => "turn-sleep",
@@ -130,7 +130,7 @@ impl Mechanism {
     }
 
     /// Pass or throughput.
-    pub fn kind(self) -> Kind {
+    pub(crate) fn kind(self) -> Kind {
         match self {
             Mechanism::TurnSpin
             | Mechanism::TurnSleep
@@ -142,7 +142,7 @@ impl Mechanism {
     }
 
     /// The pipe measurement of the same kind (the ratio's base).
-    pub fn pipe_of_kind(self) -> Mechanism {
+    pub(crate) fn pipe_of_kind(self) -> Mechanism {
         match self.kind() {
             Kind::Latency => Mechanism::Pipe,
             Kind::Throughput => Mechanism::PipeStream,
@@ -153,7 +153,7 @@ impl Mechanism {
     /// about a second on the 2-CPU x86 VM this was developed on (slower
     /// machines take longer, faster ones less); the
     /// output reports the count used.
-    pub fn default_count(self) -> u64 {
+    pub(crate) fn default_count(self) -> u64 {
         match self {
             Mechanism::TurnSpin => 10_000_000,
             Mechanism::TurnSleep | Mechanism::Pipe | Mechanism::Socket | Mechanism::Eventfd => {
@@ -167,16 +167,16 @@ impl Mechanism {
 }
 
 /// Largest `--passes` (the turn's sequence is a `u32`).
-pub const MAX_PASSES: u64 = 1 << 30;
+pub(crate) const MAX_PASSES: u64 = 1 << 30;
 
 /// The measurements chosen with `--only`, in run order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selection(pub Vec<Mechanism>);
+pub(crate) struct Selection(pub Vec<Mechanism>);
 
 /// Parses `--only`: comma-separated mechanism names (`pipe` selects both
 /// pipe measurements), unique ids (`pipe-latency`) or kinds (`latency`,
 /// `throughput`). Returns the selection in run order.
-pub fn parse_only(s: &str) -> Result<Selection, String> {
+pub(crate) fn parse_only(s: &str) -> Result<Selection, String> {
     let mut chosen = [false; Mechanism::ALL.len()];
     for word in s.split(',').map(str::trim) {
         if word.is_empty() {
@@ -210,15 +210,15 @@ pub fn parse_only(s: &str) -> Result<Selection, String> {
 
 /// What `forkring bench transport` was asked to do.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// JSON lines instead of the table.
-    pub json: bool,
+    pub(crate) json: bool,
     /// Passes per latency measurement (default: per mechanism).
-    pub passes: Option<u64>,
+    pub(crate) passes: Option<u64>,
     /// Messages per throughput measurement (default: per mechanism).
-    pub messages: Option<u64>,
+    pub(crate) messages: Option<u64>,
     /// Selected measurements (default: all).
-    pub only: Option<Vec<Mechanism>>,
+    pub(crate) only: Option<Vec<Mechanism>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -228,11 +228,11 @@ pub struct Options {
 /// Bytes per message: an 8-byte header and 50 `f32`.
 pub const MSG_SIZE: usize = 208;
 /// `f32` values per message.
-pub const FLOATS: usize = 50;
+pub(crate) const FLOATS: usize = 50;
 const _: () = assert!(8 + FLOATS * 4 == MSG_SIZE);
 
 /// Slots of the bench ring (208 bytes each: 832 KiB, within L2).
-pub const RING_CAPACITY: u32 = 4096;
+pub(crate) const RING_CAPACITY: u32 = 4096;
 /// Most slots the producer fills before it publishes, and the consumer
 /// reads before it releases.
 pub const RING_BATCH: u32 = 64;
@@ -255,7 +255,7 @@ pub fn fill_message(seq: u64, msg: &mut [u8; MSG_SIZE]) {
 
 /// The sequence number in a message's header.
 #[inline]
-pub fn message_seq(msg: &[u8; MSG_SIZE]) -> u64 {
+pub(crate) fn message_seq(msg: &[u8; MSG_SIZE]) -> u64 {
     let mut h = [0u8; 8];
     h.copy_from_slice(&msg[..8]);
     u64::from_le_bytes(h)
@@ -265,7 +265,7 @@ pub fn message_seq(msg: &[u8; MSG_SIZE]) -> u64 {
 /// its 26 little-endian 64-bit words, chained FNV-style so that it also
 /// depends on the messages' order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checksum(pub u64);
+pub(crate) struct Checksum(pub u64);
 
 impl Default for Checksum {
     fn default() -> Self {
@@ -276,7 +276,7 @@ impl Default for Checksum {
 impl Checksum {
     /// Adds a message.
     #[inline]
-    pub fn add(&mut self, msg: &[u8; MSG_SIZE]) {
+    pub(crate) fn add(&mut self, msg: &[u8; MSG_SIZE]) {
         let mut s = 0u64;
         for c in msg.chunks_exact(8) {
             let mut w = [0u8; 8];
@@ -290,7 +290,7 @@ impl Checksum {
 /// The receiving side's checks: sequence numbers 0, 1, 2, ... and the
 /// checksum of what arrived.
 #[derive(Debug, Default, Clone)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     next: u64,
     sum: Checksum,
 }
@@ -298,7 +298,7 @@ pub struct Verifier {
 impl Verifier {
     /// Checks and accounts one message.
     #[inline]
-    pub fn check(&mut self, msg: &[u8; MSG_SIZE]) -> Result<(), BenchError> {
+    pub(crate) fn check(&mut self, msg: &[u8; MSG_SIZE]) -> Result<(), BenchError> {
         let seq = message_seq(msg);
         if seq != self.next {
             return Err(out_of_order(seq, self.next));
@@ -309,12 +309,12 @@ impl Verifier {
     }
 
     /// Messages checked so far.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.next
     }
 
     /// Checksum of the messages checked so far.
-    pub fn checksum(&self) -> Checksum {
+    pub(crate) fn checksum(&self) -> Checksum {
         self.sum
     }
 }
@@ -328,16 +328,16 @@ fn out_of_order(seq: u64, expected: u64) -> BenchError {
 
 /// What the peer prints on stdout when it is done (one JSON line).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct PeerReport {
+pub(crate) struct PeerReport {
     /// Passes the peer made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub steps: Option<u64>,
+    pub(crate) steps: Option<u64>,
     /// Messages the peer sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages: Option<u64>,
+    pub(crate) messages: Option<u64>,
     /// Checksum of the messages the peer sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<u64>,
+    pub(crate) checksum: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------
@@ -350,7 +350,7 @@ const RING_PART: &str = "ring";
 const TURN_BODY: usize = std::mem::size_of::<Turn>();
 
 /// The bench turn segment: a [`Turn`] after the header.
-pub fn turn_spec() -> SegmentSpec {
+pub(crate) fn turn_spec() -> SegmentSpec {
     SegmentSpec {
         part: TURN_PART,
         version: VERSION,
@@ -361,7 +361,7 @@ pub fn turn_spec() -> SegmentSpec {
 
 /// The bench ring segment: a [`Ring`] control block and its slots after the
 /// header.
-pub fn ring_spec() -> SegmentSpec {
+pub(crate) fn ring_spec() -> SegmentSpec {
     let body = Ring::bytes_for(RING_CAPACITY, MSG_SIZE as u32);
     SegmentSpec {
         part: RING_PART,
@@ -377,7 +377,7 @@ pub fn ring_spec() -> SegmentSpec {
 }
 
 /// Creates the turn segment of `run` (sequence 0: the peer's turn).
-pub fn create_turn(run: &RunName) -> Result<(SegmentGuard, Segment), BenchError> {
+pub(crate) fn create_turn(run: &RunName) -> Result<(SegmentGuard, Segment), BenchError> {
     let guard = SegmentGuard::new(run, TURN_PART);
     let seg = Segment::create(run, &turn_spec(), |_| {})?;
     Ok((guard, seg))
@@ -414,7 +414,7 @@ pub fn ring_view(seg: &Segment) -> Result<RingView<'_>, BenchError> {
 
 /// Why a pass end could not go on.
 #[derive(Debug)]
-pub enum Stall {
+pub(crate) enum Stall {
     /// Nothing arrived for [`IDLE_CHECK`]: check the other side.
     Idle,
     /// The other side closed its end (end of file, or the parent's poke).
@@ -426,7 +426,7 @@ pub enum Stall {
 /// One side of a latency mechanism. The passes are numbered: pass `s`
 /// makes the running count `s`; the peer makes the odd ones, the parent the
 /// even ones, and each side checks the number it receives.
-pub trait Pass {
+pub(crate) trait Pass {
     /// Hands control to the other side; `seq` is the count after this
     /// pass.
     fn pass(&mut self, seq: u32) -> Result<(), Stall>;
@@ -436,20 +436,20 @@ pub trait Pass {
 
 /// A side of a [`Turn`].
 #[derive(Debug)]
-pub struct TurnEnd<'a> {
+pub(crate) struct TurnEnd<'a> {
     /// The shared turn.
-    pub turn: &'a Turn,
+    pub(crate) turn: &'a Turn,
     /// Our party: the peer is `Even`, the parent `Odd`.
-    pub party: Party,
+    pub(crate) party: Party,
     /// How we wait.
-    pub policy: SpinPolicy,
+    pub(crate) policy: SpinPolicy,
     /// The turn, while we hold it.
-    pub token: Option<TurnToken>,
+    pub(crate) token: Option<TurnToken>,
 }
 
 impl<'a> TurnEnd<'a> {
     /// A side of `turn` for `party`, waiting per `policy`.
-    pub fn new(turn: &'a Turn, party: Party, policy: SpinPolicy) -> Self {
+    pub(crate) fn new(turn: &'a Turn, party: Party, policy: SpinPolicy) -> Self {
         TurnEnd {
             turn,
             party,
@@ -511,11 +511,11 @@ impl Pass for TurnEnd<'_> {
 /// A side of a 1-byte ping-pong over a pipe pair or a socket (the byte is
 /// the pass count modulo 256).
 #[derive(Debug)]
-pub struct ByteEnd {
+pub(crate) struct ByteEnd {
     /// Where the other side's bytes arrive.
-    pub rx: OwnedFd,
+    pub(crate) rx: OwnedFd,
     /// Where ours go (a duplicate of `rx` for a socket).
-    pub tx: OwnedFd,
+    pub(crate) tx: OwnedFd,
 }
 
 impl Pass for ByteEnd {
@@ -544,11 +544,11 @@ const POISON: u64 = 1 << 62;
 
 /// A side of a ping-pong over two eventfds (the value is the pass count).
 #[derive(Debug)]
-pub struct EventEnd {
+pub(crate) struct EventEnd {
     /// The eventfd the other side writes.
-    pub rx: OwnedFd,
+    pub(crate) rx: OwnedFd,
     /// The eventfd we write.
-    pub tx: OwnedFd,
+    pub(crate) tx: OwnedFd,
 }
 
 impl Pass for EventEnd {
@@ -576,7 +576,7 @@ impl Pass for EventEnd {
 
 /// Writes all of `buf` (one `write(2)` unless interrupted or short).
 #[inline]
-pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<(), Stall> {
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<(), Stall> {
     while !buf.is_empty() {
         match nix::unistd::write(fd, buf) {
             Ok(0) => return Err(Stall::Closed),
@@ -591,7 +591,7 @@ pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<(), Stall> {
 
 /// Reads exactly `buf.len()` bytes, however the kernel splits them.
 #[inline]
-pub fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Stall> {
+pub(crate) fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Stall> {
     let mut got = 0;
     while got < buf.len() {
         match nix::unistd::read(fd, &mut buf[got..]) {
@@ -606,13 +606,13 @@ pub fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Stall> {
 }
 
 /// A pipe, both ends close-on-exec.
-pub fn pipe() -> Result<(OwnedFd, OwnedFd), BenchError> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), BenchError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| BenchError::failed(format!("pipe2: {e}")))
 }
 
 /// A unix stream socket pair, close-on-exec.
-pub fn stream_pair() -> Result<(OwnedFd, OwnedFd), BenchError> {
+pub(crate) fn stream_pair() -> Result<(OwnedFd, OwnedFd), BenchError> {
     socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -623,7 +623,7 @@ pub fn stream_pair() -> Result<(OwnedFd, OwnedFd), BenchError> {
 }
 
 /// A blocking eventfd, close-on-exec.
-pub fn eventfd() -> Result<OwnedFd, BenchError> {
+pub(crate) fn eventfd() -> Result<OwnedFd, BenchError> {
     // SAFETY: eventfd takes no pointers; it returns a new descriptor or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -649,9 +649,9 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, BenchError> {
 #[derive(Debug, Clone, Copy)]
 pub struct Measurement {
     /// What was measured.
-    pub mechanism: Mechanism,
+    pub(crate) mechanism: Mechanism,
     /// Passes timed, or messages sent.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Time of the timed passes, or from the first message's arrival to
     /// the last one's (covering `count - 1` messages).
     pub elapsed: Duration,
@@ -659,7 +659,7 @@ pub struct Measurement {
 
 impl Measurement {
     /// The figure: one-way nanoseconds, or messages per second.
-    pub fn figure(&self) -> Figure {
+    pub(crate) fn figure(&self) -> Figure {
         let secs = self.elapsed.as_secs_f64();
         match self.mechanism.kind() {
             Kind::Latency => Figure::LatencyNs(secs * 1e9 / self.count as f64),
@@ -1059,7 +1059,7 @@ fn read_message(
 // ---------------------------------------------------------------------------
 
 /// `forkring bench transport`.
-pub fn run(opts: &Options) -> Result<(), BenchError> {
+pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
     super::install_interrupt_handler()?;
     let machine = Machine::detect();
     let selected = opts.only.clone().unwrap_or_else(|| Mechanism::ALL.to_vec());

@@ -17,17 +17,17 @@
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-pub use crate::shm::hint::{has_prefetchw, prefetch, prefetch_write};
+pub(crate) use crate::shm::hint::{has_prefetchw, prefetch, prefetch_write};
 use crate::shm::segment::Region;
 
 /// Bytes per packed entry.
-pub const ENTRY: usize = 3;
+pub(crate) const ENTRY: usize = 3;
 /// Slack after a packed array so that an unaligned 4-byte read of the last
 /// entry stays inside the segment.
-pub const PACKED_SLACK: usize = 8;
+pub(crate) const PACKED_SLACK: usize = 8;
 
 /// Bytes a packed array of `len` entries occupies, slack included.
-pub const fn packed_bytes(len: usize) -> usize {
+pub(crate) const fn packed_bytes(len: usize) -> usize {
     len * ENTRY + PACKED_SLACK
 }
 
@@ -35,7 +35,7 @@ pub const fn packed_bytes(len: usize) -> usize {
 /// little-endian entries stored XOR their logical index, even indices in the
 /// first half and odd ones in the second.
 #[derive(Debug, Clone, Copy)]
-pub struct Packed24<'a> {
+pub(crate) struct Packed24<'a> {
     /// Invariant: `packed_bytes(len)` bytes from `ptr` are mapped.
     ptr: NonNull<u8>,
     /// Invariant: `len <= 2^24`.
@@ -53,7 +53,7 @@ unsafe impl Sync for Packed24<'_> {}
 impl<'a> Packed24<'a> {
     /// Views `len` entries at the start of `region`, or `None` if the region
     /// is too small or `len > 2^24`.
-    pub fn new(region: Region<'a>, len: u32) -> Option<Self> {
+    pub(crate) fn new(region: Region<'a>, len: u32) -> Option<Self> {
         (len <= 1 << 24 && region.len() >= packed_bytes(len as usize)).then_some(Packed24 {
             ptr: region.ptr(),
             len,
@@ -69,21 +69,12 @@ impl<'a> Packed24<'a> {
         ((i & 1) * self.half + (i >> 1)) as usize
     }
 
-    /// Number of entries.
-    pub fn len(&self) -> u32 {
-        self.len
-    }
-    /// Whether there are no entries.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Entry `i`.
     ///
     /// # Safety
     /// `i < self.len()`.
     #[inline]
-    pub unsafe fn get_unchecked(&self, i: u32) -> u32 {
+    pub(crate) unsafe fn get_unchecked(&self, i: u32) -> u32 {
         debug_assert!(i < self.len);
         let p = self.ptr.as_ptr().wrapping_add(self.slot(i) * ENTRY);
         // SAFETY: i < len, so slot(i) < len and bytes 3*slot..3*slot+4 are
@@ -98,7 +89,7 @@ impl<'a> Packed24<'a> {
     /// # Safety
     /// `i < self.len()`, and the caller holds the turn (no other writer).
     #[inline]
-    pub unsafe fn set_unchecked(&self, i: u32, v: u32) {
+    pub(crate) unsafe fn set_unchecked(&self, i: u32, v: u32) {
         debug_assert!(i < self.len);
         let b = ((v ^ i) & 0xff_ffff).to_le_bytes();
         let p = self.ptr.as_ptr().wrapping_add(self.slot(i) * ENTRY);
@@ -112,7 +103,7 @@ impl<'a> Packed24<'a> {
     /// prefetch hint): a volatile read, so any value may come back but
     /// nothing is assumed about it. `i` is clamped into range.
     #[inline]
-    pub fn peek(&self, i: u32) -> u32 {
+    pub(crate) fn peek(&self, i: u32) -> u32 {
         if self.len == 0 {
             return 0;
         }
@@ -125,14 +116,14 @@ impl<'a> Packed24<'a> {
     }
 
     /// Entry `i`, or `None` if `i` is out of range.
-    pub fn get(&self, i: u32) -> Option<u32> {
+    pub(crate) fn get(&self, i: u32) -> Option<u32> {
         // SAFETY: checked just before.
         (i < self.len).then(|| unsafe { self.get_unchecked(i) })
     }
 
     /// Address of entry `i` for a prefetch hint (any `i` is fine).
     #[inline]
-    pub fn addr(&self, i: u32) -> *const u8 {
+    pub(crate) fn addr(&self, i: u32) -> *const u8 {
         if self.len == 0 {
             return self.ptr.as_ptr();
         }
@@ -144,7 +135,7 @@ impl<'a> Packed24<'a> {
 
 /// A bitmask of `len` bits, stored in u64 words.
 #[derive(Debug, Clone, Copy)]
-pub struct BitMask<'a> {
+pub(crate) struct BitMask<'a> {
     /// Invariant: `words(len) * 8` bytes from `ptr` are mapped, 8-aligned.
     ptr: NonNull<u64>,
     len: u32,
@@ -157,13 +148,13 @@ unsafe impl Send for BitMask<'_> {}
 unsafe impl Sync for BitMask<'_> {}
 
 /// Bytes of a bitmask of `len` bits.
-pub const fn mask_bytes(len: usize) -> usize {
+pub(crate) const fn mask_bytes(len: usize) -> usize {
     len.div_ceil(64) * 8
 }
 
 impl<'a> BitMask<'a> {
     /// Views a mask of `len` bits at the start of `region`.
-    pub fn new(region: Region<'a>, len: u32) -> Option<Self> {
+    pub(crate) fn new(region: Region<'a>, len: u32) -> Option<Self> {
         let ok =
             region.len() >= mask_bytes(len as usize) && (region.ptr().as_ptr() as usize) % 8 == 0;
         ok.then_some(BitMask {
@@ -178,7 +169,7 @@ impl<'a> BitMask<'a> {
     /// # Safety
     /// `i < len`, and the caller holds the turn.
     #[inline]
-    pub unsafe fn set_unchecked(&self, i: u32) {
+    pub(crate) unsafe fn set_unchecked(&self, i: u32) {
         debug_assert!(i < self.len);
         let w = self.ptr.as_ptr().wrapping_add((i / 64) as usize);
         // SAFETY: i < len, so word i/64 is inside mask_bytes(len), aligned.
@@ -188,7 +179,8 @@ impl<'a> BitMask<'a> {
     }
 
     /// Bit `i`, or `None` if out of range.
-    pub fn get(&self, i: u32) -> Option<bool> {
+    #[cfg(test)]
+    fn get(&self, i: u32) -> Option<bool> {
         (i < self.len).then(|| {
             let p = self.ptr.as_ptr().wrapping_add((i / 64) as usize);
             // SAFETY: i < len, so the word is in bounds and aligned.
@@ -199,7 +191,7 @@ impl<'a> BitMask<'a> {
 
     /// Number of set bits among the first `len` (bits beyond `len` in the
     /// last word are ignored).
-    pub fn count_ones(&self) -> u64 {
+    pub(crate) fn count_ones(&self) -> u64 {
         let words = (self.len as usize).div_ceil(64);
         let mut n = 0u64;
         for w in 0..words {
@@ -217,7 +209,7 @@ impl<'a> BitMask<'a> {
 
     /// Address of the word holding bit `i`, for a prefetch hint.
     #[inline]
-    pub fn addr(&self, i: u32) -> *const u8 {
+    pub(crate) fn addr(&self, i: u32) -> *const u8 {
         self.ptr
             .as_ptr()
             .wrapping_add((i.min(self.len.saturating_sub(1)) / 64) as usize)
@@ -227,7 +219,7 @@ impl<'a> BitMask<'a> {
 
 /// RGB8 pixels, row-major, 3 bytes each: exactly the PNG's raw rows.
 #[derive(Debug, Clone, Copy)]
-pub struct Pixels<'a> {
+pub(crate) struct Pixels<'a> {
     /// Invariant: `3 * len` bytes from `ptr` are mapped.
     ptr: NonNull<u8>,
     len: u32,
@@ -241,7 +233,7 @@ unsafe impl Sync for Pixels<'_> {}
 
 impl<'a> Pixels<'a> {
     /// Views `len` pixels at the start of `region`.
-    pub fn new(region: Region<'a>, len: u32) -> Option<Self> {
+    pub(crate) fn new(region: Region<'a>, len: u32) -> Option<Self> {
         (region.len() >= len as usize * 3).then_some(Pixels {
             ptr: region.ptr(),
             len,
@@ -254,7 +246,7 @@ impl<'a> Pixels<'a> {
     /// # Safety
     /// `p < len`, and the caller holds the turn.
     #[inline]
-    pub unsafe fn set_unchecked(&self, p: u32, c: u32) {
+    pub(crate) unsafe fn set_unchecked(&self, p: u32, c: u32) {
         debug_assert!(p < self.len);
         let rgb = [(c >> 16) as u8, (c >> 8) as u8, c as u8];
         let dst = self.ptr.as_ptr().wrapping_add(p as usize * 3);
@@ -263,7 +255,7 @@ impl<'a> Pixels<'a> {
     }
 
     /// Copies every pixel out (for the handoff, once the roles stopped).
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub(crate) fn to_vec(self) -> Vec<u8> {
         let n = self.len as usize * 3;
         let mut v = vec![0u8; n];
         // SAFETY: 3*len bytes from ptr are mapped (invariant); `v` is a
@@ -274,7 +266,7 @@ impl<'a> Pixels<'a> {
 
     /// Address of pixel `p`, for a prefetch hint.
     #[inline]
-    pub fn addr(&self, p: u32) -> *const u8 {
+    pub(crate) fn addr(&self, p: u32) -> *const u8 {
         self.ptr
             .as_ptr()
             .wrapping_add(p.min(self.len.saturating_sub(1)) as usize * 3)

@@ -18,13 +18,13 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 /// File magic.
-pub const MAGIC: [u8; 8] = *b"FORKHIST";
+pub(crate) const MAGIC: [u8; 8] = *b"FORKHIST";
 /// Format version.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// Header size.
-pub const HEADER_LEN: usize = 40;
+pub(crate) const HEADER_LEN: usize = 40;
 /// Bytes per pair.
-pub const PAIR_LEN: usize = 6;
+pub(crate) const PAIR_LEN: usize = 6;
 
 /// The header of a history file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +34,14 @@ pub struct HistoryHeader {
     /// Image height.
     pub height: u32,
     /// Seed of the run.
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Number of pairs.
-    pub count: u64,
+    pub(crate) count: u64,
 }
 
 impl HistoryHeader {
     /// Encodes the header.
-    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+    pub(crate) fn to_bytes(self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[..8].copy_from_slice(&MAGIC);
         b[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -200,9 +200,10 @@ impl History {
     pub fn len(&self) -> u64 {
         self.header.count
     }
-    /// Whether there are no pairs.
+
+    /// Whether the history holds no iteration.
     pub fn is_empty(&self) -> bool {
-        self.header.count == 0
+        self.len() == 0
     }
 
     /// The pairs `(position, colour)` in order.
@@ -228,7 +229,7 @@ impl History {
 
 /// Writes a history file's content to `w`: the header, then `count` pairs
 /// produced by `pair(i)` (which may fail, e.g. on a corrupt segment).
-pub fn write(
+pub(crate) fn write(
     w: &mut (impl Write + ?Sized),
     header: HistoryHeader,
     mut pair: impl FnMut(u64) -> io::Result<(u32, u32)>,

@@ -15,19 +15,19 @@ use super::layout::{ImageSegmentError, ImageSegments};
 
 /// The image job's segments, held by the supervisor.
 #[derive(Debug)]
-pub struct ImageHost {
+pub(crate) struct ImageHost {
     segs: ImageSegments,
 }
 
 impl ImageHost {
     /// Creates the segments of a new run.
-    pub fn create(run: &RunName, s: &ImageSettings) -> Result<Self, ImageSegmentError> {
+    pub(crate) fn create(run: &RunName, s: &ImageSettings) -> Result<Self, ImageSegmentError> {
         Ok(ImageHost {
             segs: ImageSegments::create(run, s)?,
         })
     }
     /// Opens the segments of an existing run.
-    pub fn open(
+    pub(crate) fn open(
         run: &RunName,
         s: &ImageSettings,
         access: Access,
@@ -35,10 +35,6 @@ impl ImageHost {
         Ok(ImageHost {
             segs: ImageSegments::open(run, s, access)?,
         })
-    }
-    /// The segments.
-    pub fn segments(&self) -> &ImageSegments {
-        &self.segs
     }
 }
 
@@ -95,6 +91,20 @@ impl JobHost for ImageHost {
                     v.n
                 ),
             ));
+        }
+        // Every committed iteration set one position bit and one colour
+        // bit: the masks' popcounts must equal the turn.
+        let names = self.segs.names();
+        for (mask, name) in [(&v.posmask, names[2]), (&v.colmask, names[3])] {
+            let ones = mask.count_ones();
+            if ones != count as u64 {
+                return Err(JobError::corrupt(
+                    name,
+                    format!(
+                        "{ones} bits are set, but the turn says {count} iterations are committed"
+                    ),
+                ));
+            }
         }
         let png = write_atomic(&out.join("image.png"), |w| {
             encode_png(w, v.width, v.height, &v.pixels.to_vec())

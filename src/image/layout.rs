@@ -25,9 +25,9 @@ use super::ImageSettings;
 use super::arrays::{BitMask, Packed24, Pixels, mask_bytes, packed_bytes};
 
 /// Layout version shared by the image job's segments.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// Number of 24-bit colours.
-pub const COLOURS: u32 = 1 << 24;
+pub(crate) const COLOURS: u32 = 1 << 24;
 
 /// Part names of the image job's segments.
 pub const PARTS: [&str; 5] = ["image", "pixels", "posmask", "colmask", "history"];
@@ -38,21 +38,21 @@ pub const PARTS: [&str; 5] = ["image", "pixels", "posmask", "colmask", "history"
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 pub struct StepRecord {
     /// The iteration `s`.
-    pub step: u32,
+    pub(crate) step: u32,
     /// Position-shuffle swap target, in `s..pixels`.
-    pub j: u32,
+    pub(crate) j: u32,
     /// Colour-shuffle swap target, in `s..2^24`.
-    pub k: u32,
+    pub(crate) k: u32,
     /// New `positions[s]`: the position painted.
-    pub pos_s: u32,
+    pub(crate) pos_s: u32,
     /// New `positions[j]`.
-    pub pos_j: u32,
+    pub(crate) pos_j: u32,
     /// New `colours[s]`: the colour painted.
-    pub col_s: u32,
+    pub(crate) col_s: u32,
     /// New `colours[k]`.
-    pub col_k: u32,
+    pub(crate) col_k: u32,
     /// Zero.
-    pub pad: u32,
+    pub(crate) pad: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<StepRecord>() == 32);
@@ -71,22 +71,22 @@ struct ImageParams {
 /// Per-role statistics (display only).
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct PartyStats {
+pub(crate) struct PartyStats {
     /// Half-done iterations this role redid from its journal after a restart.
-    pub redone: Stat64,
+    pub(crate) redone: Stat64,
     /// Times this role attached (1 + restarts).
-    pub attaches: Stat64,
+    pub(crate) attaches: Stat64,
 }
 
 /// When the image was painted (CLOCK_MONOTONIC ns), for the summary and
 /// `forkring bench image`: written once each, outside the step itself.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// Just before iteration 0 (rewritten if iteration 0 is redone).
-    pub first_step_ns: Param64,
+    pub(crate) first_step_ns: Param64,
     /// Just after the last iteration was committed.
-    pub last_step_ns: Param64,
+    pub(crate) last_step_ns: Param64,
 }
 
 // SAFETY: repr(C) of Param cells.
@@ -104,9 +104,9 @@ pub struct ImageControl {
     /// only by its role.
     pub journals: [CachePadded<Journal<StepRecord>>; 2],
     /// Statistics of ping (0) and pong (1).
-    pub stats: [CachePadded<PartyStats>; 2],
+    pub(crate) stats: [CachePadded<PartyStats>; 2],
     /// Start and end of the painting.
-    pub timing: CachePadded<Timing>,
+    pub(crate) timing: CachePadded<Timing>,
 }
 
 // SAFETY: repr(C); every field is ShmSafe.
@@ -166,7 +166,7 @@ fn colours_offset(pixels: u32) -> usize {
 }
 
 /// The five segment specs for `settings`, in `PARTS` order.
-pub fn specs(settings: &ImageSettings) -> [SegmentSpec; 5] {
+pub(crate) fn specs(settings: &ImageSettings) -> [SegmentSpec; 5] {
     let n = settings.pixels() as usize;
     let spec = |part, fingerprint, body: usize| SegmentSpec {
         part,
@@ -188,7 +188,7 @@ pub fn specs(settings: &ImageSettings) -> [SegmentSpec; 5] {
 }
 
 /// Shared-memory bytes the image job needs for `settings`.
-pub fn shm_bytes(settings: &ImageSettings) -> u64 {
+pub(crate) fn shm_bytes(settings: &ImageSettings) -> u64 {
     specs(settings)
         .iter()
         .map(|s| s.size.unwrap_or(0) as u64)
@@ -215,24 +215,24 @@ pub struct ImageView<'a> {
     /// The control block.
     pub ctl: &'a ImageControl,
     /// The image.
-    pub pixels: Pixels<'a>,
+    pub(crate) pixels: Pixels<'a>,
     /// Painted positions.
-    pub posmask: BitMask<'a>,
+    pub(crate) posmask: BitMask<'a>,
     /// Used colours.
-    pub colmask: BitMask<'a>,
+    pub(crate) colmask: BitMask<'a>,
     /// Position shuffle; its first `iteration` entries are the positions
     /// painted, in order.
-    pub positions: Packed24<'a>,
+    pub(crate) positions: Packed24<'a>,
     /// Colour shuffle; its first `iteration` entries are the colours used.
-    pub colours: Packed24<'a>,
+    pub(crate) colours: Packed24<'a>,
     /// Width.
-    pub width: u32,
+    pub(crate) width: u32,
     /// Height.
-    pub height: u32,
+    pub(crate) height: u32,
     /// Number of pixels (= iterations of a complete run).
     pub n: u32,
     /// Seed.
-    pub seed: u64,
+    pub(crate) seed: u64,
 }
 
 impl ImageSegments {
@@ -260,7 +260,7 @@ impl ImageSegments {
     }
 
     /// Opens and validates the segments of an existing run.
-    pub fn open(
+    pub(crate) fn open(
         run: &RunName,
         settings: &ImageSettings,
         access: Access,
@@ -362,12 +362,12 @@ impl ImageSegments {
     }
 
     /// The settings these segments were opened with.
-    pub fn settings(&self) -> &ImageSettings {
+    pub(crate) fn settings(&self) -> &ImageSettings {
         &self.settings
     }
 
     /// Names of the segments.
-    pub fn names(&self) -> [&str; 5] {
+    pub(crate) fn names(&self) -> [&str; 5] {
         [
             self.control.name(),
             self.pixels.name(),

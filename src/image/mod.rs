@@ -11,14 +11,14 @@
 //! - [`history`]: the `history.bin` format;
 //! - [`render`]: `forkring render` and the checks of `forkring verify`.
 
-pub mod arrays;
+pub(crate) mod arrays;
 pub mod history;
-pub mod host;
+pub(crate) mod host;
 pub mod layout;
-pub mod render;
-pub mod rng;
-pub mod role;
-pub mod settings;
+pub(crate) mod render;
+pub(crate) mod rng;
+pub(crate) mod role;
+pub(crate) mod settings;
 pub mod step;
 
 use std::path::Path;

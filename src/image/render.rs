@@ -13,7 +13,7 @@ use crate::outfile::{decode_png, encode_png, write_atomic};
 use super::history::History;
 
 /// The image job's extra subcommands.
-pub static COMMANDS: [JobCommand; 1] = [JobCommand {
+pub(crate) static COMMANDS: [JobCommand; 1] = [JobCommand {
     command: render_command,
     run: render_cmd,
 }];
@@ -55,7 +55,7 @@ fn render_cmd(m: &ArgMatches) -> Result<(), JobError> {
 
 /// `forkring render HISTORY --iteration N --out FILE`: draws the image as
 /// it was after `N` iterations (unset pixels black). `None` = all.
-pub fn render(history: &Path, iteration: Option<u64>, out: &Path) -> Result<(), JobError> {
+pub(crate) fn render(history: &Path, iteration: Option<u64>, out: &Path) -> Result<(), JobError> {
     let h = History::read(history).map_err(|e| JobError::Failed(e.to_string()))?;
     let n = iteration.unwrap_or(h.len());
     if n > h.len() {
@@ -83,22 +83,22 @@ pub fn render(history: &Path, iteration: Option<u64>, out: &Path) -> Result<(), 
 
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
+pub(crate) struct Verified {
     /// Width.
-    pub width: u32,
+    pub(crate) width: u32,
     /// Height.
-    pub height: u32,
+    pub(crate) height: u32,
     /// Iterations in the history.
-    pub iterations: u64,
+    pub(crate) iterations: u64,
     /// Whether every position was painted.
-    pub complete: bool,
+    pub(crate) complete: bool,
 }
 
 /// Checks the image job's files in a result directory: every position at
 /// most once (exactly once if complete), no colour twice, `image.png` equal
 /// to the replayed history, and as many iterations as `section` (the job's
 /// part of `summary.json`, `Null` if there is none) says.
-pub fn check_dir(dir: &Path, section: &Value) -> Result<Verified, String> {
+pub(crate) fn check_dir(dir: &Path, section: &Value) -> Result<Verified, String> {
     let hist_path = dir.join("history.bin");
     let h = History::read(&hist_path).map_err(|e| e.to_string())?;
     let (w, ht) = (h.header.width, h.header.height);
@@ -158,7 +158,7 @@ pub fn check_dir(dir: &Path, section: &Value) -> Result<Verified, String> {
 }
 
 /// The image job's part of `forkring verify DIR`: one line on success.
-pub fn verify_dir(dir: &Path, section: &Value) -> Result<String, JobError> {
+pub(crate) fn verify_dir(dir: &Path, section: &Value) -> Result<String, JobError> {
     let v = check_dir(dir, section).map_err(JobError::Failed)?;
     Ok(format!(
         "image: {}x{}, {} iterations, {}, no colour repeated, image.png equals the replayed history",

@@ -17,7 +17,7 @@ const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 /// The draws of one iteration: SplitMix64 positioned at a counter that is
 /// unique per (iteration, draw).
 #[derive(Debug, Clone)]
-pub struct StepRng {
+pub(crate) struct StepRng {
     key: u64,
     counter: u64,
 }
@@ -25,7 +25,7 @@ pub struct StepRng {
 impl StepRng {
     /// The generator of iteration `step` under `seed`.
     #[inline]
-    pub fn new(seed: u64, step: u32) -> Self {
+    pub(crate) fn new(seed: u64, step: u32) -> Self {
         StepRng {
             key: mix(seed ^ 0x666f_726b_7269_6e67), // "forkring"
             // 2^32 draws per step available; a step uses 2 (plus a retry
@@ -45,7 +45,7 @@ impl StepRng {
     /// `range / 2^64 <= 2^-40`, independent of how full the image is, so
     /// the cost is O(1).
     #[inline]
-    pub fn below(&mut self, range: u32) -> u32 {
+    pub(crate) fn below(&mut self, range: u32) -> u32 {
         debug_assert!(range >= 1);
         let range = range as u64;
         loop {
@@ -65,7 +65,7 @@ impl StepRng {
 /// The two swap targets of iteration `step`: `j` in `step..pixels` for the
 /// position shuffle and `k` in `step..2^24` for the colour shuffle.
 #[inline]
-pub fn swap_targets(seed: u64, step: u32, pixels: u32) -> (u32, u32) {
+pub(crate) fn swap_targets(seed: u64, step: u32, pixels: u32) -> (u32, u32) {
     debug_assert!(step < pixels);
     let mut rng = StepRng::new(seed, step);
     let j = step + rng.below(pixels - step);

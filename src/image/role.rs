@@ -13,15 +13,15 @@ use super::step::{Recovery, Stepper};
 
 /// How often a waiting role re-checks the stop flag and its supervisor when
 /// nothing wakes it.
-pub const LIVENESS_SLICE: Duration = Duration::from_millis(200);
+pub(crate) const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 
 /// How many of its own iterations ahead a role prefetches random shuffle
 /// entries.
-pub const PREFETCH_DEPTH: u32 = 4;
+pub(crate) const PREFETCH_DEPTH: u32 = 4;
 
 /// The image job's role kinds: ping does the even iterations, pong the odd
 /// ones.
-pub static KINDS: [RoleKind; 2] = [
+pub(crate) static KINDS: [RoleKind; 2] = [
     RoleKind {
         name: "ping",
         about: "Image role for even iterations (normally started by `run`)",

@@ -11,7 +11,7 @@ use super::JOB;
 use super::host::ImageHost;
 
 /// Number of distinct 24-bit colours: the largest image the job can paint.
-pub const MAX_PIXELS: u64 = 1 << 24;
+pub(crate) const MAX_PIXELS: u64 = 1 << 24;
 
 /// Image job settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,14 +26,14 @@ pub struct ImageSettings {
 
 impl ImageSettings {
     /// Number of pixels, which is also the number of iterations.
-    pub fn pixels(&self) -> u32 {
+    pub(crate) fn pixels(&self) -> u32 {
         // Validated at construction: width * height <= 2^24.
         (self.width as u64 * self.height as u64) as u32
     }
 
     /// Checks every bound (for the command line and for settings decoded
     /// from a control segment alike).
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         check_size(self.width, self.height)
     }
 
@@ -44,7 +44,7 @@ impl ImageSettings {
 
 /// Parses `--size`: `N` (square) or `WxH`. Only the syntax: the range is
 /// [`check_size`]'s.
-pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = match s.split_once(['x', 'X']) {
         Some((w, h)) => (w, h),
         None => (s, s),
@@ -64,7 +64,7 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
 }
 
 /// Checks an image size: each side at least 1, at most 2^24 pixels in all.
-pub fn check_size(w: u32, h: u32) -> Result<(), String> {
+pub(crate) fn check_size(w: u32, h: u32) -> Result<(), String> {
     if w == 0 || h == 0 {
         return Err(format!(
             "size {w}x{h} has no pixels; width and height must be at least 1"

@@ -58,7 +58,7 @@ pub enum StepError {
 
 impl StepError {
     /// The part name of the segment the error is about.
-    pub fn part(&self) -> &'static str {
+    pub(crate) fn part(&self) -> &'static str {
         match self {
             StepError::BadPosition { .. } => "history",
             StepError::BadJournal { .. } => "image",
@@ -85,7 +85,7 @@ impl ValidRecord {
 
 /// What a role found when it attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
+pub(crate) enum Recovery {
     /// Nothing was half done.
     Clean,
     /// Iteration `s` was half done by our previous incarnation and has been
@@ -110,13 +110,13 @@ impl<'a> Stepper<'a> {
         }
     }
 
-    /// The view.
-    pub fn view(&self) -> &ImageView<'a> {
-        &self.v
-    }
-
     /// Checks a record against iteration `s` and the image size.
-    pub fn validate(&self, r: StepRecord, s: u32, party: usize) -> Result<ValidRecord, StepError> {
+    pub(crate) fn validate(
+        &self,
+        r: StepRecord,
+        s: u32,
+        party: usize,
+    ) -> Result<ValidRecord, StepError> {
         let n = self.v.n;
         let ok = r.step == s
             && s < n
@@ -209,7 +209,7 @@ impl<'a> Stepper<'a> {
 
     /// Redoes our own half-done iteration, if any (call once after
     /// attaching, before waiting for the turn).
-    pub fn recover(&self, party: Party) -> Result<Recovery, StepError> {
+    pub(crate) fn recover(&self, party: Party) -> Result<Recovery, StepError> {
         let Some(token) = self.v.ctl.turn.try_take(party, self.v.n) else {
             return Ok(Recovery::Clean);
         };
@@ -227,7 +227,7 @@ impl<'a> Stepper<'a> {
     /// Prefetch hint for the far end of the pipeline: the two random
     /// shuffle entries iteration `t` will read and swap. Issues no load.
     #[inline]
-    pub fn prefetch_far(&self, t: u32) {
+    pub(crate) fn prefetch_far(&self, t: u32) {
         let v = &self.v;
         if t >= v.n {
             return;
@@ -243,7 +243,7 @@ impl<'a> Stepper<'a> {
     /// still move these entries before `t` runs; any value is a valid hint
     /// (`addr` clamps), and `plan` re-reads and validates everything.
     #[inline]
-    pub fn prefetch_near(&self, t: u32) {
+    pub(crate) fn prefetch_near(&self, t: u32) {
         let v = &self.v;
         if t >= v.n {
             return;

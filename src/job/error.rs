@@ -35,7 +35,7 @@ pub enum JobError {
 
 impl JobError {
     /// A corruption found in `segment`.
-    pub fn corrupt(segment: &str, detail: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(segment: &str, detail: impl Into<String>) -> Self {
         JobError::Segments(SegmentsError::corrupt(segment, detail))
     }
 }

@@ -106,7 +106,7 @@ pub struct HandoffCtx {
 #[derive(Debug)]
 pub struct JobCommand {
     /// The subcommand's definition (its name, help and options).
-    pub command: fn() -> clap::Command,
+    pub(crate) command: fn() -> clap::Command,
     /// Runs it.
     pub run: fn(&ArgMatches) -> Result<(), JobError>,
 }

@@ -39,7 +39,7 @@ impl Counter {
         }
     }
     /// A measured figure in `unit` (NaN and infinities mean unknown).
-    pub fn figure(name: &str, value: f64, unit: &str) -> Counter {
+    pub(crate) fn figure(name: &str, value: f64, unit: &str) -> Counter {
         Counter {
             name: name.to_string(),
             value: CounterValue::Figure(value.is_finite().then_some(value)),
@@ -48,7 +48,7 @@ impl Counter {
         }
     }
     /// The value of a count (0 for a figure).
-    pub fn as_count(&self) -> u64 {
+    pub(crate) fn as_count(&self) -> u64 {
         match self.value {
             CounterValue::Count(n) => n,
             CounterValue::Figure(_) => 0,
@@ -68,11 +68,7 @@ pub struct Progress {
 
 impl Progress {
     /// The main counter's count.
-    pub fn main(&self) -> u64 {
+    pub(crate) fn main(&self) -> u64 {
         self.counters.first().map_or(0, Counter::as_count)
-    }
-    /// A counter by name.
-    pub fn get(&self, name: &str) -> Option<&Counter> {
-        self.counters.iter().find(|c| c.name == name)
     }
 }

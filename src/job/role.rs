@@ -53,9 +53,9 @@ pub struct RoleId {
     /// Position in the run's role table = slot in the control segment.
     pub slot: u32,
     /// The job's name.
-    pub job: &'static str,
+    pub(crate) job: &'static str,
     /// The role kind's name.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// Index among the roles of this kind, from 0.
     pub index: u32,
     /// Whether the kind may have several roles.
@@ -93,7 +93,7 @@ pub struct TooManyRoles(pub u64);
 
 impl RoleTable {
     /// The table of a run with these jobs (in the run's job order).
-    pub fn of(jobs: &[Box<dyn JobSettings>]) -> Result<RoleTable, TooManyRoles> {
+    pub(crate) fn of(jobs: &[Box<dyn JobSettings>]) -> Result<RoleTable, TooManyRoles> {
         let total: u64 = jobs
             .iter()
             .flat_map(|j| j.roles())
@@ -125,35 +125,23 @@ impl RoleTable {
     }
 
     /// Number of roles.
-    pub fn len(&self) -> u32 {
+    pub(crate) fn len(&self) -> u32 {
         self.roles.len() as u32
-    }
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.roles.is_empty()
     }
     /// Every role, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = &RoleId> {
         self.roles.iter().map(|(r, _)| r)
     }
-    /// The roles of job `job`.
-    pub fn of_job<'a>(&'a self, job: &'a str) -> impl Iterator<Item = &'a RoleId> + 'a {
-        self.iter().filter(move |r| r.job == job)
-    }
     /// The role in slot `slot`.
-    pub fn get(&self, slot: u32) -> Option<&RoleId> {
+    pub(crate) fn get(&self, slot: u32) -> Option<&RoleId> {
         self.roles.get(slot as usize).map(|(r, _)| r)
     }
     /// The role `kind` `index`, with its kind.
-    pub fn find(&self, kind: &str, index: u32) -> Option<(&RoleId, &'static RoleKind)> {
+    pub(crate) fn find(&self, kind: &str, index: u32) -> Option<(&RoleId, &'static RoleKind)> {
         self.roles
             .iter()
             .find(|(r, _)| r.kind == kind && r.index == index)
             .map(|(r, k)| (r, *k))
-    }
-    /// The role labelled `label` (`ping`, `worker 3`).
-    pub fn by_label(&self, label: &str) -> Option<&RoleId> {
-        self.iter().find(|r| r.label() == label)
     }
 }
 
@@ -165,7 +153,7 @@ pub struct RoleCtx<'a> {
     /// This role.
     pub role: RoleId,
     /// The run's output directory (absolute).
-    pub out: &'a Path,
+    pub(crate) out: &'a Path,
     settings: &'a dyn JobSettings,
     control: &'a Control,
     table: &'a RoleTable,
@@ -214,7 +202,7 @@ impl<'a> RoleCtx<'a> {
         self.control.mark_attached(self.role.slot);
     }
     /// Whether a live supervisor holds the run.
-    pub fn supervisor_alive(&self) -> bool {
+    pub(crate) fn supervisor_alive(&self) -> bool {
         self.control.supervisor_alive()
     }
     /// `Ok` while a live supervisor holds the run; otherwise the error a
@@ -229,14 +217,14 @@ impl<'a> RoleCtx<'a> {
         }
     }
     /// Whether a live process plays role `kind` `index` of this run.
-    pub fn peer_alive(&self, kind: &str, index: u32) -> bool {
+    pub(crate) fn peer_alive(&self, kind: &str, index: u32) -> bool {
         self.table
             .find(kind, index)
             .is_some_and(|(r, _)| self.control.role_alive(r.slot))
     }
     /// Whether the supervisor started this role (it then shows the role's
     /// figures; a role started by hand prints its own).
-    pub fn supervised(&self) -> bool {
+    pub(crate) fn supervised(&self) -> bool {
         self.supervised
     }
 }

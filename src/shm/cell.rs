@@ -41,12 +41,12 @@ pub struct Param32(AtomicU32);
 impl Param32 {
     /// Reads the value. Relaxed: see the module docs for why that suffices.
     #[inline]
-    pub fn get(&self) -> u32 {
+    pub(crate) fn get(&self) -> u32 {
         self.0.load(Ordering::Relaxed)
     }
     /// Writes the value. Relaxed: see the module docs.
     #[inline]
-    pub fn set(&self, v: u32) {
+    pub(crate) fn set(&self, v: u32) {
         self.0.store(v, Ordering::Relaxed)
     }
 }
@@ -59,12 +59,12 @@ pub struct Param64(AtomicU64);
 impl Param64 {
     /// Reads the value. Relaxed.
     #[inline]
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
     /// Writes the value. Relaxed.
     #[inline]
-    pub fn set(&self, v: u64) {
+    pub(crate) fn set(&self, v: u64) {
         self.0.store(v, Ordering::Relaxed)
     }
 }
@@ -89,7 +89,7 @@ impl Stat64 {
     /// per statistic is the rule, so a plain load+store would do; the RMW
     /// keeps it right if an operator runs a second writer by mistake.
     #[inline]
-    pub fn add(&self, n: u64) -> u64 {
+    pub(crate) fn add(&self, n: u64) -> u64 {
         self.0.fetch_add(n, Ordering::Relaxed)
     }
 }
@@ -115,7 +115,7 @@ unsafe impl<T: Pod> Sync for VolatileCell<T> {}
 impl<T: Pod> VolatileCell<T> {
     /// Copies the value out.
     #[inline]
-    pub fn read(&self) -> T {
+    pub(crate) fn read(&self) -> T {
         // SAFETY: the pointer comes from a live `UnsafeCell<T>`, so it is
         // valid and aligned for `T`; `T: Pod` makes every bit pattern a valid
         // `T`, so even a torn read by a racing writer yields a valid value.
@@ -124,7 +124,7 @@ impl<T: Pod> VolatileCell<T> {
 
     /// Copies `value` in.
     #[inline]
-    pub fn write(&self, value: T) {
+    pub(crate) fn write(&self, value: T) {
         // SAFETY: valid, aligned pointer from the cell; no reference into the
         // cell exists (type invariant), so this write aliases nothing.
         unsafe { std::ptr::write_volatile(self.0.get(), value) }

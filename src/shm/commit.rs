@@ -87,7 +87,7 @@ impl<T: Pod + Zeroable> Committed<T> {
     /// A consistent snapshot while the writer may be running (seqlock read):
     /// retries while the writer overwrote the copy we read. Gives up after a
     /// few tries (a writer committing faster than we can copy) with `None`.
-    pub fn snapshot(&self) -> Option<T> {
+    pub(crate) fn snapshot(&self) -> Option<T> {
         let mut v = None;
         seqlock_read(&self.generation, |g| {
             v = Some(self.copies[(g & 1) as usize].read())
@@ -101,11 +101,6 @@ impl<T: Pod + Zeroable> Committed<T> {
         flip(&self.generation, |next| {
             self.copies[(next & 1) as usize].write(value)
         });
-    }
-
-    /// Number of commits so far.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
     }
 }
 
@@ -188,7 +183,7 @@ mod tests {
 /// Layout inside its region: the generation (8 bytes), 56 bytes of padding,
 /// copy 0 (`len` bytes), copy 1 (`len` bytes); `len` is a multiple of 8.
 #[derive(Debug, Clone, Copy)]
-pub struct CommittedBytes<'a> {
+pub(crate) struct CommittedBytes<'a> {
     generation: &'a AtomicU64,
     /// Invariant: `2 * len` bytes from here lie in the mapping, 8-aligned.
     copies: std::ptr::NonNull<u64>,
@@ -204,16 +199,16 @@ unsafe impl Sync for CommittedBytes<'_> {}
 
 impl<'a> CommittedBytes<'a> {
     /// Offset of copy 0 from the start of the region.
-    pub const COPIES_OFFSET: usize = 64;
+    pub(crate) const COPIES_OFFSET: usize = 64;
 
     /// Bytes a record of `len` bytes needs (generation, padding, 2 copies).
-    pub const fn region_bytes(len: usize) -> usize {
+    pub(crate) const fn region_bytes(len: usize) -> usize {
         Self::COPIES_OFFSET + 2 * len
     }
 
     /// Views a record of `len` bytes in `region`; `None` if `len` is not a
     /// multiple of 8 or the region is too small or misaligned.
-    pub fn new(region: super::segment::Region<'a>, len: usize) -> Option<Self> {
+    pub(crate) fn new(region: super::segment::Region<'a>, len: usize) -> Option<Self> {
         let base = region.ptr();
         if len % 8 != 0
             || region.len() < Self::region_bytes(len)
@@ -237,15 +232,6 @@ impl<'a> CommittedBytes<'a> {
         })
     }
 
-    /// Record length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    /// Whether the record is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn copy_ptr(&self, which: u64) -> *mut u64 {
         self.copies
             .as_ptr()
@@ -264,7 +250,7 @@ impl<'a> CommittedBytes<'a> {
 
     /// The committed record (for its writer, or while the writer is
     /// stopped). `out` must hold `len / 8` words.
-    pub fn load(&self, out: &mut [u64]) -> u64 {
+    pub(crate) fn load(&self, out: &mut [u64]) -> u64 {
         assert_eq!(out.len() * 8, self.len);
         // SYNC POINT: acquire side of `flip`.
         let g = self.generation.load(Ordering::Acquire);
@@ -274,13 +260,13 @@ impl<'a> CommittedBytes<'a> {
 
     /// A consistent snapshot while the writer may be running (seqlock
     /// read); `false` if the writer kept overtaking us.
-    pub fn snapshot(&self, out: &mut [u64]) -> bool {
+    pub(crate) fn snapshot(&self, out: &mut [u64]) -> bool {
         assert_eq!(out.len() * 8, self.len);
         seqlock_read(self.generation, |g| self.read_copy(g, out))
     }
 
     /// Commits `value` (`len / 8` words). Single writer only.
-    pub fn commit(&self, value: &[u64]) {
+    pub(crate) fn commit(&self, value: &[u64]) {
         assert_eq!(value.len() * 8, self.len);
         flip(self.generation, |next| {
             let dst = self.copy_ptr(next);

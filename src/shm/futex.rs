@@ -12,7 +12,7 @@ use std::time::Duration;
 /// How a [`wait`] returned. Callers always re-check their condition: every
 /// outcome, even `Woken`, may be spurious.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitOutcome {
+pub(crate) enum WaitOutcome {
     /// A waker called `FUTEX_WAKE` (or the kernel woke us spuriously).
     Woken,
     /// The word no longer held `expected` when the kernel checked it.
@@ -26,7 +26,7 @@ pub enum WaitOutcome {
 /// Sleeps while `*word == expected`, for at most `timeout` (forever if
 /// `None`). The kernel compares and enqueues atomically, so a store that
 /// happens before the comparison is never missed.
-pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
@@ -65,7 +65,7 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitO
 
 /// Wakes up to `count` processes sleeping in [`wait`] on `word`. Returns how
 /// many were woken.
-pub fn wake(word: &AtomicU32, count: u32) -> usize {
+pub(crate) fn wake(word: &AtomicU32, count: u32) -> usize {
     let count = count.min(i32::MAX as u32) as libc::c_int;
     // SAFETY: `word` is a live aligned u32; FUTEX_WAKE does not access the
     // memory, it only uses the address as a key. Extra arguments are ignored.
@@ -84,7 +84,7 @@ pub fn wake(word: &AtomicU32, count: u32) -> usize {
 }
 
 /// Wakes every sleeper on `word`.
-pub fn wake_all(word: &AtomicU32) -> usize {
+pub(crate) fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
 }
 

@@ -23,16 +23,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::cell::{Param32, Param64, ShmSafe};
 
 /// `"FORKRING"` as a little-endian u64.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"FORKRING");
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"FORKRING");
 /// Size of [`SegmentHeader`]; bodies start at this offset.
 pub const HEADER_SIZE: usize = 128;
 /// Longest part name that fits the `kind` field.
-pub const MAX_KIND_LEN: usize = 16;
+pub(crate) const MAX_KIND_LEN: usize = 16;
 
 /// The segment header. See the module docs for the layout.
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
-pub struct SegmentHeader {
+pub(crate) struct SegmentHeader {
     /// 0 until the creator publishes the segment, then [`MAGIC`].
     magic: AtomicU64,
     layout_version: Param32,
@@ -59,23 +59,23 @@ const _: () = assert!(std::mem::offset_of!(SegmentHeader, kind) == 48);
 
 /// A plain copy of a header's fields, read after publication.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderFields {
+pub(crate) struct HeaderFields {
     /// Magic found.
-    pub magic: u64,
+    pub(crate) magic: u64,
     /// Layout version.
-    pub layout_version: u32,
+    pub(crate) layout_version: u32,
     /// Header size.
-    pub header_size: u32,
+    pub(crate) header_size: u32,
     /// Total segment size claimed by the header.
-    pub total_size: u64,
+    pub(crate) total_size: u64,
     /// Layout fingerprint.
-    pub fingerprint: u64,
+    pub(crate) fingerprint: u64,
     /// Creator's pid.
-    pub creator_pid: u32,
+    pub(crate) creator_pid: u32,
     /// Creator's start time in clock ticks since boot.
-    pub creator_start_ticks: u64,
+    pub(crate) creator_start_ticks: u64,
     /// Part name (lossy: non-UTF-8 bytes are replaced).
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 impl SegmentHeader {
@@ -112,13 +112,13 @@ impl SegmentHeader {
     }
 
     /// The magic (0 while initialising).
-    pub fn magic(&self) -> u64 {
+    pub(crate) fn magic(&self) -> u64 {
         // SYNC POINT "segment published": acquire side of `publish`.
         self.magic.load(Ordering::Acquire)
     }
 
     /// Copies the fields out (call after `magic()` returned non-zero).
-    pub fn fields(&self) -> HeaderFields {
+    pub(crate) fn fields(&self) -> HeaderFields {
         let mut k = [0u8; MAX_KIND_LEN];
         k[..8].copy_from_slice(&self.kind[0].get().to_le_bytes());
         k[8..].copy_from_slice(&self.kind[1].get().to_le_bytes());

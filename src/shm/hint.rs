@@ -4,7 +4,7 @@
 /// Asks the CPU to fetch the cache line at `p` for reading. Only a hint:
 /// never faults, whatever `p` is.
 #[inline(always)]
-pub fn prefetch(p: *const u8) {
+pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is an architectural hint that never faults, for any
     // address; SSE is part of the x86_64 baseline.
@@ -16,7 +16,7 @@ pub fn prefetch(p: *const u8) {
 }
 
 /// Whether this CPU has PREFETCHW (checked once by the caller).
-pub fn has_prefetchw() -> bool {
+pub(crate) fn has_prefetchw() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::__cpuid;
@@ -41,7 +41,7 @@ pub fn has_prefetchw() -> bool {
 /// before our store needs it, instead of during the store. `has_w` must come
 /// from [`has_prefetchw`]; without it this is a read prefetch.
 #[inline(always)]
-pub fn prefetch_write(p: *const u8, has_w: bool) {
+pub(crate) fn prefetch_write(p: *const u8, has_w: bool) {
     #[cfg(target_arch = "x86_64")]
     if has_w {
         // SAFETY: PREFETCHW is a hint that never faults, for any address;

@@ -58,14 +58,15 @@ impl<T: Pod> Journal<T> {
     }
 
     /// The armed record if the journal is armed for step `step`.
-    pub fn armed_for(&self, step: u64) -> Option<T> {
+    pub(crate) fn armed_for(&self, step: u64) -> Option<T> {
         // SYNC POINT: acquire side of `arm`.
         let a = self.armed.load(Ordering::Acquire);
         (a == step.wrapping_add(1)).then(|| self.record.read())
     }
 
+    #[cfg(test)]
     /// The step the journal was last armed for, if any (for diagnostics).
-    pub fn last_armed(&self) -> Option<u64> {
+    pub(crate) fn last_armed(&self) -> Option<u64> {
         let a = self.armed.load(Ordering::Relaxed);
         a.checked_sub(1)
     }

@@ -17,7 +17,7 @@ impl Fingerprint {
     }
 
     /// Mixes in raw bytes.
-    pub const fn bytes(self, b: &[u8]) -> Self {
+    pub(crate) const fn bytes(self, b: &[u8]) -> Self {
         let mut h = self.0;
         let mut i = 0;
         while i < b.len() {

@@ -24,7 +24,7 @@ fn flock_for(kind: libc::c_short, byte: u64) -> libc::flock {
 
 /// Tries to take the exclusive lock on `byte`. `Ok(false)` if someone else
 /// holds it. The file must be open for writing.
-pub fn try_lock(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {
+pub(crate) fn try_lock(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {
     let fl = flock_for(libc::F_WRLCK as libc::c_short, byte);
     // SAFETY: `fd` is a live descriptor (borrowed); `fl` is a valid flock
     // that outlives the call.
@@ -41,7 +41,7 @@ pub fn try_lock(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {
 
 /// Whether some other open file description holds a lock on `byte`. Works on
 /// a read-only descriptor.
-pub fn is_locked(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {
+pub(crate) fn is_locked(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {
     let mut fl = flock_for(libc::F_WRLCK as libc::c_short, byte);
     // SAFETY: as in `try_lock`; F_OFD_GETLK writes into `fl`, which we own.
     let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };

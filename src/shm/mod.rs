@@ -20,29 +20,29 @@
 
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-pub mod cell;
-pub mod commit;
-pub mod futex;
+pub(crate) mod cell;
+pub(crate) mod commit;
+pub(crate) mod futex;
 pub mod header;
-pub mod hint;
-pub mod journal;
+pub(crate) mod hint;
+pub(crate) mod journal;
 pub mod layout;
-pub mod lock;
-pub mod name;
+pub(crate) mod lock;
+pub(crate) mod name;
 pub mod ring;
 pub mod segment;
-pub mod semaphore;
-pub mod set;
+pub(crate) mod semaphore;
+pub(crate) mod set;
 pub mod turn;
-pub mod wait;
+pub(crate) mod wait;
 
 pub use cell::{CachePadded, Param32, Param64, Stat64, VolatileCell};
-pub use commit::{Committed, CommittedBytes};
-pub use journal::Journal;
+pub(crate) use commit::{Committed, CommittedBytes};
+pub(crate) use journal::Journal;
 pub use name::{RunName, RunNameError};
 pub use ring::{Ring, RingConsumer, RingError, RingProducer};
 pub use segment::{Access, CreateError, OpenError, Segment, SegmentSpec};
-pub use semaphore::Semaphore;
+pub(crate) use semaphore::Semaphore;
 pub use set::{CreatedSegments, SegmentsError};
-pub use turn::Turn;
+pub(crate) use turn::Turn;
 pub use wait::{AdaptiveSpin, Deadline, Flag, FutexCell, SpinPolicy, TimedOut, WaitPhase};

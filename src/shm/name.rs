@@ -5,9 +5,9 @@
 use std::fmt;
 
 /// Prefix of every forkring segment name in /dev/shm.
-pub const PREFIX: &str = "forkring.";
+pub(crate) const PREFIX: &str = "forkring.";
 /// Directory where Linux exposes POSIX shared-memory objects.
-pub const SHM_DIR: &str = "/dev/shm";
+pub(crate) const SHM_DIR: &str = "/dev/shm";
 
 /// A validated run name: 1 to 32 characters from `[A-Za-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,14 +73,14 @@ impl std::str::FromStr for RunName {
 }
 
 /// Splits a /dev/shm file name into (run, part) if it is a forkring segment.
-pub fn parse_segment_file(file: &str) -> Option<(RunName, &str)> {
+pub(crate) fn parse_segment_file(file: &str) -> Option<(RunName, &str)> {
     let rest = file.strip_prefix(PREFIX)?;
     let (run, part) = rest.split_once('.')?;
     Some((RunName::new(run).ok()?, part))
 }
 
 /// Every forkring segment in /dev/shm, as (run, part, file name).
-pub fn list_segments() -> std::io::Result<Vec<(RunName, String, String)>> {
+pub(crate) fn list_segments() -> std::io::Result<Vec<(RunName, String, String)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(SHM_DIR)? {
         let entry = entry?;

@@ -31,9 +31,9 @@ use super::segment::Segment;
 use super::wait::{Deadline, FutexCell, SpinPolicy, TimedOut};
 
 /// Largest capacity a ring may have (slots).
-pub const MAX_CAPACITY: u32 = 1 << 28;
+pub(crate) const MAX_CAPACITY: u32 = 1 << 28;
 /// Largest slot size (bytes).
-pub const MAX_SLOT_SIZE: u32 = 1 << 20;
+pub(crate) const MAX_SLOT_SIZE: u32 = 1 << 20;
 
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -164,7 +164,7 @@ impl Drop for Claim {
 impl Ring {
     /// Bytes a ring with these parameters occupies (control block + slots),
     /// or `None` if the parameters are out of range.
-    pub fn bytes_for(capacity: u32, slot_size: u32) -> Option<usize> {
+    pub(crate) fn bytes_for(capacity: u32, slot_size: u32) -> Option<usize> {
         if !capacity.is_power_of_two()
             || capacity > MAX_CAPACITY
             || slot_size == 0
@@ -179,22 +179,14 @@ impl Ring {
     }
 
     /// Sets the parameters of a freshly created (zeroed) ring.
-    pub fn init(&self, capacity: u32, slot_size: u32) {
+    pub(crate) fn init(&self, capacity: u32, slot_size: u32) {
         debug_assert!(Self::bytes_for(capacity, slot_size).is_some());
         self.params.capacity.set(capacity);
         self.params.slot_size.set(slot_size);
     }
 
-    /// Current head (for display; Relaxed).
-    pub fn head(&self) -> u32 {
-        self.head.head.load_relaxed()
-    }
-    /// Current tail (for display; Relaxed).
-    pub fn tail(&self) -> u32 {
-        self.tail.load_relaxed()
-    }
     /// Wakes both sides so they re-check their stop conditions.
-    pub fn kick(&self) {
+    pub(crate) fn kick(&self) {
         self.head.head.kick();
         self.tail.kick();
     }
@@ -221,7 +213,7 @@ unsafe impl Send for RingView<'_> {}
 impl<'a> RingView<'a> {
     /// Validates the ring at byte `offset` of `seg` and the slot array after
     /// it.
-    pub fn new(seg: &'a Segment, offset: usize) -> Result<Self, RingError> {
+    pub(crate) fn new(seg: &'a Segment, offset: usize) -> Result<Self, RingError> {
         let ctl: &Ring = seg.view(offset).map_err(|_| RingError::TooSmall {
             segment: seg.name().to_string(),
             needed: (offset + std::mem::size_of::<Ring>()) as u64,
@@ -260,15 +252,15 @@ impl<'a> RingView<'a> {
     }
 
     /// Number of slots.
-    pub fn capacity(&self) -> u32 {
+    pub(crate) fn capacity(&self) -> u32 {
         self.capacity
     }
     /// Bytes per slot.
-    pub fn slot_size(&self) -> usize {
+    pub(crate) fn slot_size(&self) -> usize {
         self.slot_size as usize
     }
     /// The shared control block.
-    pub fn control(&self) -> &'a Ring {
+    pub(crate) fn control(&self) -> &'a Ring {
         self.ctl
     }
 
@@ -321,7 +313,7 @@ impl<'a> RingProducer<'a> {
     /// Attaches at `head` (a committed position from the caller's record,
     /// which may be ahead of the ring's if we died between committing and
     /// publishing) and publishes it.
-    pub fn resume_at(view: RingView<'a>, head: u32) -> Result<Self, RingError> {
+    pub(crate) fn resume_at(view: RingView<'a>, head: u32) -> Result<Self, RingError> {
         let claim = Claim::take(view.segment, "producer")?;
         let tail = view.ctl.tail.load();
         view.check(head, tail)?;
@@ -337,15 +329,6 @@ impl<'a> RingProducer<'a> {
             view.ctl.head.head.publish(head);
         }
         Ok(p)
-    }
-
-    /// The view this producer writes.
-    pub fn view(&self) -> RingView<'a> {
-        self.view
-    }
-    /// Our head position (everything before it is published).
-    pub fn head(&self) -> u32 {
-        self.head
     }
 
     /// Number of free slots, re-reading the consumer's tail only when the
@@ -397,7 +380,7 @@ impl<'a> RingProducer<'a> {
     }
 
     /// Wakes the consumer unconditionally (end of stream, stop).
-    pub fn flush_wake(&self) {
+    pub(crate) fn flush_wake(&self) {
         self.view.ctl.head.head.wake();
     }
 
@@ -413,7 +396,7 @@ impl<'a> RingProducer<'a> {
     }
 
     /// Waits until at least `want` slots are free (clamped to capacity).
-    pub fn wait_free(
+    pub(crate) fn wait_free(
         &mut self,
         want: u32,
         policy: SpinPolicy,
@@ -440,22 +423,6 @@ impl<'a> RingProducer<'a> {
             Err(t) => Ok(Err(t)),
         }
     }
-
-    /// Pushes one message, waiting for room until `deadline`.
-    pub fn push(
-        &mut self,
-        msg: &[u8],
-        policy: SpinPolicy,
-        deadline: impl Into<Deadline>,
-    ) -> Result<Result<(), TimedOut>, RingError> {
-        match self.wait_free(1, policy, deadline)? {
-            Ok(_) => {
-                self.try_push(msg)?;
-                Ok(Ok(()))
-            }
-            Err(t) => Ok(Err(t)),
-        }
-    }
 }
 
 /// The consuming side of a ring. At most one per ring (see
@@ -479,7 +446,7 @@ impl<'a> RingConsumer<'a> {
 
     /// Attaches at `tail` (a committed position from the caller's record)
     /// and publishes it.
-    pub fn resume_at(view: RingView<'a>, tail: u32) -> Result<Self, RingError> {
+    pub(crate) fn resume_at(view: RingView<'a>, tail: u32) -> Result<Self, RingError> {
         let claim = Claim::take(view.segment, "consumer")?;
         let head = view.ctl.head.head.load();
         view.check(head, tail)?;
@@ -496,11 +463,11 @@ impl<'a> RingConsumer<'a> {
     }
 
     /// The view this consumer reads.
-    pub fn view(&self) -> RingView<'a> {
+    pub(crate) fn view(&self) -> RingView<'a> {
         self.view
     }
     /// Our tail position.
-    pub fn tail(&self) -> u32 {
+    pub(crate) fn tail(&self) -> u32 {
         self.tail
     }
 
@@ -545,7 +512,7 @@ impl<'a> RingConsumer<'a> {
     /// whole number of words) with volatile word reads, as [`copy_slot`].
     ///
     /// [`copy_slot`]: RingConsumer::copy_slot
-    pub fn copy_slot_bytes(&self, k: u32, out: &mut [u8]) {
+    pub(crate) fn copy_slot_bytes(&self, k: u32, out: &mut [u8]) {
         let mut word = [0u64; 1];
         let words = (self.view.slot_size as usize).min(out.len()) / 8;
         for i in 0..words {
@@ -589,7 +556,7 @@ impl<'a> RingConsumer<'a> {
 
     /// Waits until at least `want` slots are available (clamped to
     /// capacity); the producer wakes us once that many are there.
-    pub fn wait_available(
+    pub(crate) fn wait_available(
         &mut self,
         want: u32,
         policy: SpinPolicy,
@@ -621,22 +588,6 @@ impl<'a> RingConsumer<'a> {
                 // Whatever arrived below the threshold is still usable.
                 Ok(Err(t))
             }
-        }
-    }
-
-    /// Pops one message into `out`, waiting until `deadline`.
-    pub fn pop(
-        &mut self,
-        out: &mut [u8],
-        policy: SpinPolicy,
-        deadline: impl Into<Deadline>,
-    ) -> Result<Result<(), TimedOut>, RingError> {
-        match self.wait_available(1, policy, deadline)? {
-            Ok(_) => {
-                self.try_pop(out)?;
-                Ok(Ok(()))
-            }
-            Err(t) => Ok(Err(t)),
         }
     }
 }

@@ -66,7 +66,6 @@ pub struct Segment {
     base: NonNull<u8>,
     /// Mapping length; at least `HEADER_SIZE`.
     len: usize,
-    access: Access,
 }
 
 // SAFETY: the mapping is process-wide memory shared with other processes;
@@ -243,19 +242,19 @@ pub enum OpenError {
 #[error("segment {name}: bytes {offset}..{end} are outside its {len} bytes or misaligned")]
 pub struct OutOfBounds {
     /// Segment name.
-    pub name: String,
+    pub(crate) name: String,
     /// Start of the requested range.
-    pub offset: usize,
+    pub(crate) offset: usize,
     /// End of the requested range.
-    pub end: usize,
+    pub(crate) end: usize,
     /// Segment length.
-    pub len: usize,
+    pub(crate) len: usize,
 }
 
 /// A raw byte range of a segment, for bulk data governed by a job's
 /// protocol (pixels, shuffle arrays, ring slots).
 #[derive(Debug, Clone, Copy)]
-pub struct Region<'a> {
+pub(crate) struct Region<'a> {
     /// Invariant: `len` bytes from `ptr` lie in the mapping borrowed for `'a`.
     ptr: NonNull<u8>,
     len: usize,
@@ -270,16 +269,12 @@ unsafe impl Sync for Region<'_> {}
 
 impl Region<'_> {
     /// Start of the range.
-    pub fn ptr(&self) -> NonNull<u8> {
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
         self.ptr
     }
     /// Length in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
-    }
-    /// Whether the range is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -324,7 +319,7 @@ pub fn unlink(name: &str) -> Result<(), Errno> {
 
 /// Opens the segment file `name` (as listed in /dev/shm) without any
 /// validation, read-write, for lock probes on segments that may be corrupt.
-pub fn open_raw(name: &str) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_raw(name: &str) -> Result<OwnedFd, Errno> {
     shm_open(
         shm_path(name).as_str(),
         OFlag::O_RDWR | OFlag::O_CLOEXEC,
@@ -333,7 +328,7 @@ pub fn open_raw(name: &str) -> Result<OwnedFd, Errno> {
 }
 
 /// Whether the segment file `name` exists.
-pub fn exists(name: &str) -> bool {
+pub(crate) fn exists(name: &str) -> bool {
     std::path::Path::new(SHM_DIR).join(name).exists()
 }
 
@@ -411,7 +406,6 @@ impl Segment {
             fd,
             base,
             len: size,
-            access: Access::ReadWrite,
         };
         // The creator holds byte 0 of every segment it creates for as long as
         // it keeps the segment open: `forkring clean` leaves locked segments
@@ -489,7 +483,6 @@ impl Segment {
             fd,
             base,
             len,
-            access,
         };
         seg.validate(spec, init_wait)?;
         Ok(seg)
@@ -572,24 +565,16 @@ impl Segment {
         &self.name
     }
     /// Mapped length in bytes (= file size).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
-    /// Always false: a segment holds at least its header.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-    /// How the segment is mapped.
-    pub fn access(&self) -> Access {
-        self.access
-    }
     /// The descriptor (for liveness locks).
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// The header.
-    pub fn header(&self) -> &SegmentHeader {
+    pub(crate) fn header(&self) -> &SegmentHeader {
         // SAFETY: `len >= HEADER_SIZE` and the base is page aligned, so a
         // SegmentHeader (128 bytes, align 128) fits at offset 0; it is
         // ShmSafe, so a shared reference to it is sound under concurrent
@@ -629,7 +614,7 @@ impl Segment {
     }
 
     /// A raw byte range, bounds-checked.
-    pub fn region(&self, offset: usize, len: usize) -> Result<Region<'_>, OutOfBounds> {
+    pub(crate) fn region(&self, offset: usize, len: usize) -> Result<Region<'_>, OutOfBounds> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(Region {
                 // SAFETY: offset <= len of the mapping, so the result is in

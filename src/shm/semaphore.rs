@@ -11,7 +11,7 @@ use super::wait::{Deadline, FutexCell, SpinPolicy, TimedOut};
 /// only makes `wait` return early or late, never anything unsafe.
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct Semaphore {
+pub(crate) struct Semaphore {
     cell: FutexCell,
 }
 
@@ -20,19 +20,23 @@ unsafe impl ShmSafe for Semaphore {}
 
 impl Semaphore {
     /// Adds one to the count and wakes sleepers, if any.
-    pub fn post(&self) {
+    pub(crate) fn post(&self) {
         // SYNC POINT: release of what the poster wrote before posting;
         // acquired by `try_wait`'s successful decrement.
         self.cell.fetch_add(1);
     }
 
     /// Takes one from the count if it is positive.
-    pub fn try_wait(&self) -> bool {
+    pub(crate) fn try_wait(&self) -> bool {
         self.cell.try_decrement()
     }
 
     /// Takes one from the count, sleeping while it is zero, until `deadline`.
-    pub fn wait(&self, policy: SpinPolicy, deadline: impl Into<Deadline>) -> Result<(), TimedOut> {
+    pub(crate) fn wait(
+        &self,
+        policy: SpinPolicy,
+        deadline: impl Into<Deadline>,
+    ) -> Result<(), TimedOut> {
         let deadline = match deadline.into() {
             Deadline::After(d) => Deadline::At(Instant::now() + d),
             at => at,
@@ -45,8 +49,9 @@ impl Semaphore {
         }
     }
 
+    #[cfg(test)]
     /// The current count.
-    pub fn count(&self) -> u32 {
+    pub(crate) fn count(&self) -> u32 {
         self.cell.load_relaxed()
     }
 }

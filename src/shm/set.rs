@@ -77,7 +77,7 @@ impl SegmentsError {
     /// Whether the error says the segment's content cannot be used (it is
     /// corrupt, uninitialised, or from another version), as opposed to an
     /// environment problem such as a missing segment or a full /dev/shm.
-    pub fn is_damage(&self) -> bool {
+    pub(crate) fn is_damage(&self) -> bool {
         !matches!(
             self,
             SegmentsError::Create(_)
@@ -100,19 +100,19 @@ pub struct CreatedSegments {
 
 impl CreatedSegments {
     /// An empty, armed guard.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         CreatedSegments::default()
     }
     /// Adds a segment (by its /dev/shm name) to remove on failure.
-    pub fn add(&mut self, name: &str) {
+    pub(crate) fn add(&mut self, name: &str) {
         self.names.push(name.to_string());
     }
     /// Adds every name of `names`.
-    pub fn extend<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn extend<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
         self.names.extend(names.into_iter().map(str::to_string));
     }
     /// Disarms the guard: the segments stay.
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.names.clear();
     }
 }

@@ -23,19 +23,19 @@ pub enum Party {
 impl Party {
     /// Whether step `seq` belongs to this party.
     #[inline]
-    pub fn owns(self, seq: u32) -> bool {
+    pub(crate) fn owns(self, seq: u32) -> bool {
         (seq & 1 == 0) == (self == Party::Even)
     }
     /// 0 for `Even`, 1 for `Odd`.
     #[inline]
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Party::Even => 0,
             Party::Odd => 1,
         }
     }
     /// The other party.
-    pub fn other(self) -> Party {
+    pub(crate) fn other(self) -> Party {
         match self {
             Party::Even => Party::Odd,
             Party::Odd => Party::Even,
@@ -66,19 +66,19 @@ pub struct TurnToken {
 impl TurnToken {
     /// The step this token allows.
     #[inline]
-    pub fn seq(&self) -> u32 {
+    pub(crate) fn seq(&self) -> u32 {
         self.seq
     }
     /// The party holding the turn.
     #[inline]
-    pub fn party(&self) -> Party {
+    pub(crate) fn party(&self) -> Party {
         self.party
     }
 }
 
 /// What a [`Turn::wait`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum TurnWait {
+pub(crate) enum TurnWait {
     /// It is the caller's turn.
     Mine(TurnToken),
     /// The caller's `give_up` predicate held for `seq` (job finished or
@@ -90,7 +90,7 @@ impl Turn {
     /// The current sequence number (Acquire: the previous step's writes are
     /// visible once we see its successor).
     #[inline]
-    pub fn seq(&self) -> u32 {
+    pub(crate) fn seq(&self) -> u32 {
         self.seq.load()
     }
 
@@ -105,7 +105,7 @@ impl Turn {
     /// Waits until it is `party`'s turn or `give_up(seq)` holds (checked on
     /// every observed value and on every wake-up). Returns at `deadline`
     /// with `TimedOut` otherwise, so the caller can re-check liveness.
-    pub fn wait(
+    pub(crate) fn wait(
         &self,
         party: Party,
         give_up: impl FnMut(u32) -> bool,
@@ -118,7 +118,7 @@ impl Turn {
 
     /// Like [`Turn::wait`], also reporting the phase in which the wait
     /// ended (for `AdaptiveSpin`).
-    pub fn wait_phase(
+    pub(crate) fn wait_phase(
         &self,
         party: Party,
         mut give_up: impl FnMut(u32) -> bool,
@@ -150,7 +150,7 @@ impl Turn {
     /// Hands the turn over: publishes the token's step plus one and wakes
     /// the peer if it sleeps.
     #[inline]
-    pub fn pass(&self, token: TurnToken) {
+    pub(crate) fn pass(&self, token: TurnToken) {
         let next = token.seq.wrapping_add(1);
         debug_assert_eq!(token.seq, self.seq.load_relaxed());
         // SYNC POINT: release of everything this step wrote; acquired by the
@@ -159,7 +159,7 @@ impl Turn {
     }
 
     /// Wakes a sleeping party so it re-checks its `give_up` condition.
-    pub fn kick(&self) {
+    pub(crate) fn kick(&self) {
         self.seq.kick();
     }
 }

@@ -16,22 +16,22 @@ use super::futex;
 pub struct SpinPolicy {
     /// First, this many tight polls with no PAUSE and no clock read: a
     /// handoff on the other core is seen as soon as its cache line arrives.
-    pub polls: u32,
+    pub(crate) polls: u32,
     /// Then poll with PAUSE for at most this long (measured by the clock).
-    pub spin: Duration,
+    pub(crate) spin: Duration,
     /// Then call `sched_yield` at most this many times.
-    pub yields: u32,
+    pub(crate) yields: u32,
 }
 
 impl SpinPolicy {
     /// Sleep at once: for waits that are long by nature (a 1 kHz stream).
-    pub const SLEEP: SpinPolicy = SpinPolicy {
+    pub(crate) const SLEEP: SpinPolicy = SpinPolicy {
         polls: 0,
         spin: Duration::ZERO,
         yields: 0,
     };
     /// For handoffs that normally complete in well under a microsecond.
-    pub const HANDOFF: SpinPolicy = SpinPolicy {
+    pub(crate) const HANDOFF: SpinPolicy = SpinPolicy {
         polls: 4096,
         spin: Duration::from_micros(50),
         yields: 8,
@@ -40,7 +40,7 @@ impl SpinPolicy {
     /// `HANDOFF` when this process may run on at least two CPUs; otherwise
     /// (a one-CPU affinity mask or cgroup quota) spinning can only delay the
     /// peer, which needs our CPU, so yield and sleep at once.
-    pub fn handoff() -> SpinPolicy {
+    pub(crate) fn handoff() -> SpinPolicy {
         static ONE_CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let one = *ONE_CPU
             .get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() < 2));
@@ -117,18 +117,18 @@ impl AdaptiveSpin {
     const DEGRADED_POLLS: u32 = 64;
 
     /// Starts at `base`.
-    pub fn new(base: SpinPolicy) -> Self {
+    pub(crate) fn new(base: SpinPolicy) -> Self {
         AdaptiveSpin {
             base,
             current: base,
         }
     }
     /// The policy for the next wait.
-    pub fn policy(&self) -> SpinPolicy {
+    pub(crate) fn policy(&self) -> SpinPolicy {
         self.current
     }
     /// Learns from how the last wait ended.
-    pub fn observe(&mut self, phase: WaitPhase) {
+    pub(crate) fn observe(&mut self, phase: WaitPhase) {
         self.current = match phase {
             WaitPhase::Polls => self.base,
             WaitPhase::Spin => self.current,
@@ -168,7 +168,7 @@ unsafe impl ShmSafe for FutexCell {}
 impl FutexCell {
     /// Reads the word.
     #[inline]
-    pub fn load(&self) -> u32 {
+    pub(crate) fn load(&self) -> u32 {
         // SYNC POINT: acquire side of `publish`/`fetch_add`: whatever the
         // writer wrote before it changed the word is visible to us now.
         self.word.load(Ordering::Acquire)
@@ -177,13 +177,13 @@ impl FutexCell {
     /// Reads the word with no ordering, for the word's own writer (which
     /// needs nothing from other processes) and for display.
     #[inline]
-    pub fn load_relaxed(&self) -> u32 {
+    pub(crate) fn load_relaxed(&self) -> u32 {
         self.word.load(Ordering::Relaxed)
     }
 
     /// Stores `v` and wakes every sleeper, if any.
     #[inline]
-    pub fn publish(&self, v: u32) {
+    pub(crate) fn publish(&self, v: u32) {
         // SYNC POINT: release side of `load`/`wait_until`: everything this
         // process wrote before this store is visible to a process that
         // observes `v`. SeqCst (an `xchg` on x86) also orders the store before
@@ -196,7 +196,7 @@ impl FutexCell {
     /// Adds `n` to the word (wrapping) and wakes every sleeper, if any.
     /// Returns the previous value.
     #[inline]
-    pub fn fetch_add(&self, n: u32) -> u32 {
+    pub(crate) fn fetch_add(&self, n: u32) -> u32 {
         // SYNC POINT: as in `publish`.
         let prev = self.word.fetch_add(n, Ordering::SeqCst);
         self.wake_sleepers();
@@ -207,7 +207,7 @@ impl FutexCell {
     /// the decision to wake to the caller (the ring wakes its consumer only
     /// once a requested fill level is reached).
     #[inline]
-    pub fn store_and_check(&self, v: u32) -> bool {
+    pub(crate) fn store_and_check(&self, v: u32) -> bool {
         // SYNC POINT: as in `publish`.
         self.word.swap(v, Ordering::SeqCst);
         // Dekker pair with `wait_until`, as in `wake_sleepers`.
@@ -216,13 +216,13 @@ impl FutexCell {
 
     /// Wakes every sleeper unconditionally.
     #[inline]
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         futex::wake_all(&self.word);
     }
 
     /// Subtracts one from the word if it is non-zero. Returns whether it did.
     /// No wake-up: only used to take from a count.
-    pub fn try_decrement(&self) -> bool {
+    pub(crate) fn try_decrement(&self) -> bool {
         let mut cur = self.word.load(Ordering::Relaxed);
         while cur > 0 {
             // SYNC POINT: Acquire on success pairs with the Release half of
@@ -242,7 +242,7 @@ impl FutexCell {
 
     /// Wakes every sleeper without changing the word, so that they re-check
     /// conditions that live elsewhere (a stop flag in another segment).
-    pub fn kick(&self) {
+    pub(crate) fn kick(&self) {
         fence(Ordering::SeqCst);
         futex::wake_all(&self.word);
     }
@@ -261,7 +261,7 @@ impl FutexCell {
     /// Waits until `done(word)` holds, spinning per `policy` first, and
     /// returns the word that satisfied it. Gives up at `deadline` with the
     /// last value seen.
-    pub fn wait_until(
+    pub(crate) fn wait_until(
         &self,
         done: impl FnMut(u32) -> bool,
         policy: SpinPolicy,
@@ -273,7 +273,7 @@ impl FutexCell {
 
     /// Like [`FutexCell::wait_until`], also reporting in which phase the
     /// condition held (for [`AdaptiveSpin`]).
-    pub fn wait_until_phase(
+    pub(crate) fn wait_until_phase(
         &self,
         mut done: impl FnMut(u32) -> bool,
         policy: SpinPolicy,
@@ -335,8 +335,9 @@ impl FutexCell {
         }
     }
 
+    #[cfg(test)]
     /// Waits until the word differs from `seen`. See [`FutexCell::wait_until`].
-    pub fn wait_change(
+    pub(crate) fn wait_change(
         &self,
         seen: u32,
         policy: SpinPolicy,
@@ -345,8 +346,9 @@ impl FutexCell {
         self.wait_until(|v| v != seen, policy, deadline)
     }
 
+    #[cfg(test)]
     /// Number of processes currently counted as sleeping (for tests/status).
-    pub fn sleepers(&self) -> u32 {
+    pub(crate) fn sleepers(&self) -> u32 {
         self.sleepers.load(Ordering::Relaxed)
     }
 }
@@ -374,12 +376,12 @@ impl Flag {
         self.0.publish(1);
     }
     /// Lowers the flag (a resumed run starts with it lowered).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.0.publish(0);
     }
     /// Sleeps until the flag is raised or `deadline` passes. Returns whether
     /// it is raised.
-    pub fn wait(&self, deadline: impl Into<Deadline>) -> bool {
+    pub(crate) fn wait(&self, deadline: impl Into<Deadline>) -> bool {
         self.0
             .wait_until(|v| v != 0, SpinPolicy::SLEEP, deadline)
             .is_ok()

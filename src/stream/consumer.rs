@@ -32,7 +32,7 @@ use super::state::{ConsumerState, StateError, interpolate};
 
 /// Errors of the consumer.
 #[derive(Debug, thiserror::Error)]
-pub enum ConsumerError {
+pub(crate) enum ConsumerError {
     /// Segment problem.
     #[error(transparent)]
     Segment(#[from] StreamSegmentError),
@@ -102,7 +102,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ConsumerError + '_ {
 /// output they produce. The ring consumer below and the pipe/socket
 /// consumers of `forkring bench stream` run this same code.
 #[derive(Debug)]
-pub struct Analyzer {
+pub(crate) struct Analyzer {
     settings: StreamSettings,
     st: ConsumerState,
     /// Formatted output not yet written.
@@ -113,7 +113,7 @@ pub struct Analyzer {
 
 impl Analyzer {
     /// Analytics continuing from `st`.
-    pub fn new(settings: StreamSettings, st: ConsumerState) -> Self {
+    pub(crate) fn new(settings: StreamSettings, st: ConsumerState) -> Self {
         let dim = settings.dim as usize;
         Analyzer {
             settings,
@@ -125,27 +125,27 @@ impl Analyzer {
     }
 
     /// The state.
-    pub fn state(&self) -> &ConsumerState {
+    pub(crate) fn state(&self) -> &ConsumerState {
         &self.st
     }
     /// The state, for the caller's own bookkeeping (ring position, file
     /// offset).
-    pub fn state_mut(&mut self) -> &mut ConsumerState {
+    pub(crate) fn state_mut(&mut self) -> &mut ConsumerState {
         &mut self.st
     }
     /// Takes the output formatted so far.
-    pub fn take_output(&mut self) -> Vec<u8> {
+    pub(crate) fn take_output(&mut self) -> Vec<u8> {
         std::mem::replace(&mut self.pending, Vec::with_capacity(1 << 16))
     }
     /// Whether output is waiting to be written.
-    pub fn has_output(&self) -> bool {
+    pub(crate) fn has_output(&self) -> bool {
         !self.pending.is_empty()
     }
 
     /// Handles one slot as stored in the ring or sent over a pipe: sequence
     /// number (u64 LE), timestamp (u64 LE), then `dim` f32 LE values.
     #[inline]
-    pub fn on_slot(&mut self, slot: &[u8]) {
+    pub(crate) fn on_slot(&mut self, slot: &[u8]) {
         let seq = u64::from_le_bytes(slot[..8].try_into().expect("slot header"));
         let ts = u64::from_le_bytes(slot[8..16].try_into().expect("slot header"));
         for (d, c) in self.cur.iter_mut().zip(slot[SLOT_HEADER..].chunks_exact(4)) {
@@ -156,7 +156,7 @@ impl Analyzer {
 
     /// Sequence number of a slot.
     #[inline]
-    pub fn slot_seq(slot: &[u8]) -> u64 {
+    pub(crate) fn slot_seq(slot: &[u8]) -> u64 {
         u64::from_le_bytes(slot[..8].try_into().expect("slot header"))
     }
 
@@ -239,7 +239,7 @@ impl Analyzer {
     /// Ends the stream at `produced` sequence numbers: fills the numbers
     /// dropped at the very end (holding the last vector) and closes the last
     /// partial batch. Marks the state finished.
-    pub fn finish_at(&mut self, produced: u64) {
+    pub(crate) fn finish_at(&mut self, produced: u64) {
         if produced > self.st.expected {
             self.st.gaps += 1;
             for missing in self.st.expected..produced {
@@ -260,7 +260,7 @@ impl Analyzer {
     }
 
     /// Refreshes the published rate figures (before a commit).
-    pub fn update_rates(&mut self) {
+    pub(crate) fn update_rates(&mut self) {
         let (m, s) = self.st.rate_stats();
         self.st.rate_mean = m;
         self.st.rate_std = s;
@@ -269,7 +269,7 @@ impl Analyzer {
 
 /// The consumer's working state, attached to a run.
 #[derive(Debug)]
-pub struct Consumer<'a> {
+pub(crate) struct Consumer<'a> {
     ctl: &'a StreamControl,
     record: CommittedBytes<'a>,
     ring: RingConsumer<'a>,
@@ -288,7 +288,7 @@ impl<'a> Consumer<'a> {
     /// Attaches to the run: loads the committed state, truncates the
     /// working output file `dir/.stream.partial` back to the committed
     /// length, and resumes the ring at the committed position.
-    pub fn attach(segs: &'a StreamSegments, dir: &Path) -> Result<Self, ConsumerError> {
+    pub(crate) fn attach(segs: &'a StreamSegments, dir: &Path) -> Result<Self, ConsumerError> {
         let s = segs.settings().clone();
         let ctl = segs.control().map_err(StreamSegmentError::from)?;
         let record = segs.consumer_record()?;
@@ -344,11 +344,11 @@ impl<'a> Consumer<'a> {
     }
 
     /// The state as last processed (committed after each chunk).
-    pub fn state(&self) -> &ConsumerState {
+    pub(crate) fn state(&self) -> &ConsumerState {
         self.an.state()
     }
     /// The ring side, for waiting.
-    pub fn ring(&mut self) -> &mut RingConsumer<'a> {
+    pub(crate) fn ring(&mut self) -> &mut RingConsumer<'a> {
         &mut self.ring
     }
 
@@ -361,7 +361,7 @@ impl<'a> Consumer<'a> {
 
     /// Handles up to `max` available slots, then writes, commits and
     /// releases them. Returns how many were handled.
-    pub fn process_available(&mut self, max: u32) -> Result<u32, ConsumerError> {
+    pub(crate) fn process_available(&mut self, max: u32) -> Result<u32, ConsumerError> {
         let n = self.ring.available(1)?.min(max);
         if n == 0 {
             return Ok(0);
@@ -426,7 +426,7 @@ impl<'a> Consumer<'a> {
     /// If the producer has finished and everything it published is read:
     /// ends the stream (see [`Analyzer::finish_at`]) and commits it.
     /// Returns whether the stream is finished.
-    pub fn finish_if_done(&mut self) -> Result<bool, ConsumerError> {
+    pub(crate) fn finish_if_done(&mut self) -> Result<bool, ConsumerError> {
         if self.an.state().finished {
             return Ok(true);
         }
@@ -440,7 +440,7 @@ impl<'a> Consumer<'a> {
 
     /// Ends the stream at `p.next_seq` sequence numbers and commits; also
     /// used by the handoff when the consumer died.
-    pub fn finish_at(&mut self, p: ProducerRecord) -> Result<(), ConsumerError> {
+    pub(crate) fn finish_at(&mut self, p: ProducerRecord) -> Result<(), ConsumerError> {
         self.check_gap(p.next_seq, p)?;
         self.an.finish_at(p.next_seq);
         self.commit()?;
@@ -449,23 +449,23 @@ impl<'a> Consumer<'a> {
     }
 
     /// Path of the working output file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
 
 /// The final output name for the run's format.
-pub fn final_name(f: StreamFormat) -> &'static str {
+pub(crate) fn final_name(f: StreamFormat) -> &'static str {
     output::file_name(f)
 }
 
 /// Slots handled per commit.
-pub const CHUNK: u32 = 256;
+pub(crate) const CHUNK: u32 = 256;
 /// How often a waiting consumer re-checks its supervisor.
 const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 
 /// One log line with the consumer's live figures.
-pub fn rate_line(st: &ConsumerState) -> String {
+pub(crate) fn rate_line(st: &ConsumerState) -> String {
     let (m, s) = st.rate_stats();
     format!(
         "rate {m:.1} ± {s:.1} vectors/s (window {}), {} received, {} filled in, {} gaps, {} batches",
@@ -475,7 +475,7 @@ pub fn rate_line(st: &ConsumerState) -> String {
 
 /// Runs the consumer until the producer has finished and the ring is
 /// drained.
-pub fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
+pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     let s: &StreamSettings = ctx.settings()?;
     let segs = StreamSegments::open(ctx.run, s, Access::ReadWrite)?;
     let mut c = Consumer::attach(&segs, ctx.out)?;

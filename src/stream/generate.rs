@@ -28,7 +28,7 @@ impl Generator {
 
     /// Fills `out` with the values of vector `seq`.
     #[inline]
-    pub fn fill(&self, seq: u64, out: &mut [f32]) {
+    pub(crate) fn fill(&self, seq: u64, out: &mut [f32]) {
         let mut rng =
             Xoshiro256PlusPlus::seed_from_u64(self.key ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         match self.distribution {
@@ -41,7 +41,7 @@ impl Generator {
 /// Decides which vectors `--noise` drops: a drop event every X seconds, X
 /// uniform in [low, high], each dropping `burst` consecutive vectors.
 #[derive(Debug, Clone)]
-pub struct NoiseClock {
+pub(crate) struct NoiseClock {
     cfg: Noise,
     rng: Xoshiro256PlusPlus,
     /// Monotonic ns of the next drop event.
@@ -53,7 +53,7 @@ pub struct NoiseClock {
 impl NoiseClock {
     /// Starts the clock at `now_ns`; `salt` varies the schedule between
     /// producer incarnations.
-    pub fn new(cfg: Noise, now_ns: u64, salt: u64) -> Self {
+    pub(crate) fn new(cfg: Noise, now_ns: u64, salt: u64) -> Self {
         let mut n = NoiseClock {
             cfg,
             rng: Xoshiro256PlusPlus::seed_from_u64(salt),
@@ -73,7 +73,7 @@ impl NoiseClock {
     /// Whether the vector stamped `now_ns` is dropped; sets `event` when it
     /// starts a new drop event.
     #[inline]
-    pub fn drop_now(&mut self, now_ns: u64, event: &mut bool) -> bool {
+    pub(crate) fn drop_now(&mut self, now_ns: u64, event: &mut bool) -> bool {
         if self.remaining == 0 && now_ns >= self.next_at {
             self.remaining = self.cfg.burst;
             self.next_at = now_ns + self.interval();

@@ -16,7 +16,7 @@ use super::state::ConsumerState;
 
 /// The stream job's segments, held by the supervisor.
 #[derive(Debug)]
-pub struct StreamHost {
+pub(crate) struct StreamHost {
     segs: StreamSegments,
     /// Directory holding the consumer's working file.
     out: std::path::PathBuf,
@@ -24,7 +24,7 @@ pub struct StreamHost {
 
 impl StreamHost {
     /// Creates the segments of a new run.
-    pub fn create(
+    pub(crate) fn create(
         run: &RunName,
         s: &StreamSettings,
         out: &Path,
@@ -38,7 +38,7 @@ impl StreamHost {
         })
     }
     /// Opens the segments of an existing run.
-    pub fn open(
+    pub(crate) fn open(
         run: &RunName,
         s: &StreamSettings,
         out: &Path,

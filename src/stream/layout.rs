@@ -24,11 +24,11 @@ use super::StreamSettings;
 use super::state::ConsumerState;
 
 /// Layout version of the stream job's segments.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// Part names.
-pub const PARTS: [&str; 2] = ["stream", "ring"];
+pub(crate) const PARTS: [&str; 2] = ["stream", "ring"];
 /// Bytes of a slot's header (sequence, timestamp).
-pub const SLOT_HEADER: usize = 16;
+pub(crate) const SLOT_HEADER: usize = 16;
 
 /// The producer's committed record. Commit point of a chunk of vectors: the
 /// generation flip of [`Committed`]; the ring's head is published after it
@@ -65,15 +65,15 @@ unsafe impl ShmSafe for StreamParams {}
 /// Per-role statistics (display only).
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct StreamStats {
+pub(crate) struct StreamStats {
     /// Times the producer attached (1 + restarts).
-    pub producer_attaches: Stat64,
+    pub(crate) producer_attaches: Stat64,
     /// Times the consumer attached.
-    pub consumer_attaches: Stat64,
+    pub(crate) consumer_attaches: Stat64,
     /// CPU time of producer processes that finished normally (ns).
-    pub producer_cpu_ns: Stat64,
+    pub(crate) producer_cpu_ns: Stat64,
     /// CPU time of consumer processes that finished normally (ns).
-    pub consumer_cpu_ns: Stat64,
+    pub(crate) consumer_cpu_ns: Stat64,
 }
 
 // SAFETY: repr(C) of Stat64 cells.
@@ -88,11 +88,11 @@ pub struct StreamControl {
     /// commits its last record and exits, the consumer drains the ring and
     /// exits. A stop request (signal, restart limit) does not raise it: it
     /// raises the run's stop flag, so the stream stays resumable.
-    pub finish: CachePadded<Flag>,
+    pub(crate) finish: CachePadded<Flag>,
     /// The producer's record.
     pub producer: CachePadded<Committed<ProducerRecord>>,
     /// Statistics.
-    pub stats: CachePadded<StreamStats>,
+    pub(crate) stats: CachePadded<StreamStats>,
 }
 
 // SAFETY: repr(C); every field is ShmSafe.
@@ -130,7 +130,7 @@ const RING_FP: u64 = Fingerprint::new("ring")
     .finish();
 
 /// The two segment specs for `s`, in `PARTS` order.
-pub fn specs(s: &StreamSettings) -> [SegmentSpec; 2] {
+pub(crate) fn specs(s: &StreamSettings) -> [SegmentSpec; 2] {
     let consumer = CommittedBytes::region_bytes(ConsumerState::bytes(s.dim, s.rate_window));
     [
         SegmentSpec {
@@ -149,7 +149,7 @@ pub fn specs(s: &StreamSettings) -> [SegmentSpec; 2] {
 }
 
 /// Shared-memory bytes of the stream job.
-pub fn shm_bytes(s: &StreamSettings) -> u64 {
+pub(crate) fn shm_bytes(s: &StreamSettings) -> u64 {
     specs(s).iter().map(|x| x.size.unwrap_or(0) as u64).sum()
 }
 
@@ -201,7 +201,7 @@ impl StreamSegments {
     }
 
     /// Opens and validates the segments of an existing run.
-    pub fn open(
+    pub(crate) fn open(
         run: &RunName,
         s: &StreamSettings,
         access: Access,
@@ -250,7 +250,7 @@ impl StreamSegments {
     }
 
     /// The settings.
-    pub fn settings(&self) -> &StreamSettings {
+    pub(crate) fn settings(&self) -> &StreamSettings {
         &self.settings
     }
     /// The fixed control block.
@@ -262,7 +262,7 @@ impl StreamSegments {
         RingView::new(&self.ring, HEADER_SIZE)
     }
     /// The consumer's committed state.
-    pub fn consumer_record(&self) -> Result<CommittedBytes<'_>, StreamSegmentError> {
+    pub(crate) fn consumer_record(&self) -> Result<CommittedBytes<'_>, StreamSegmentError> {
         let len = ConsumerState::bytes(self.settings.dim, self.settings.rate_window);
         let region = self
             .control
@@ -277,7 +277,7 @@ impl StreamSegments {
         })
     }
     /// Names of the segments.
-    pub fn names(&self) -> [&str; 2] {
+    pub(crate) fn names(&self) -> [&str; 2] {
         [self.control.name(), self.ring.name()]
     }
 }

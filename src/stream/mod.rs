@@ -10,14 +10,14 @@
 //! - [`output`]: `stream.jsonl` / `stream.txt`;
 //! - [`host`]: the supervisor's side (progress, handoff).
 
-pub mod consumer;
+pub(crate) mod consumer;
 pub mod generate;
-pub mod host;
+pub(crate) mod host;
 pub mod layout;
-pub mod output;
+pub(crate) mod output;
 pub mod producer;
-pub mod settings;
-pub mod state;
+pub(crate) mod settings;
+pub(crate) mod state;
 
 use std::path::Path;
 
@@ -37,7 +37,7 @@ pub struct StreamJob;
 pub static JOB: StreamJob = StreamJob;
 
 /// The stream job's role kinds.
-pub static KINDS: [RoleKind; 2] = [
+pub(crate) static KINDS: [RoleKind; 2] = [
     RoleKind {
         name: "producer",
         about: "Stream role that generates vectors into the ring (normally started by `run`; options, if given, must match the run's)",

@@ -10,29 +10,29 @@ use super::StreamFormat;
 
 /// A finished batch.
 #[derive(Debug, Serialize)]
-pub struct BatchRecord<'a> {
+pub(crate) struct BatchRecord<'a> {
     /// Batch number, from 0.
-    pub batch: u64,
+    pub(crate) batch: u64,
     /// First sequence number.
-    pub first_seq: u64,
+    pub(crate) first_seq: u64,
     /// Last sequence number.
-    pub last_seq: u64,
+    pub(crate) last_seq: u64,
     /// Vectors received.
-    pub received: u32,
+    pub(crate) received: u32,
     /// Vectors filled in.
-    pub filled: u32,
+    pub(crate) filled: u32,
     /// Column means.
-    pub mean: &'a [f64],
+    pub(crate) mean: &'a [f64],
     /// Column (population) standard deviations.
-    pub std: &'a [f64],
+    pub(crate) std: &'a [f64],
     /// Sliding-window rate mean, vectors/s (null while unknown).
-    pub rate_mean: f64,
+    pub(crate) rate_mean: f64,
     /// Sliding-window rate standard deviation.
-    pub rate_std: f64,
+    pub(crate) rate_std: f64,
 }
 
 /// File name of the final output for a format.
-pub fn file_name(f: StreamFormat) -> &'static str {
+pub(crate) fn file_name(f: StreamFormat) -> &'static str {
     match f {
         StreamFormat::Jsonl => "stream.jsonl",
         StreamFormat::Text => "stream.txt",
@@ -40,10 +40,16 @@ pub fn file_name(f: StreamFormat) -> &'static str {
 }
 
 /// Name of the working file in the output directory while the run lives.
-pub const PARTIAL_NAME: &str = ".stream.partial";
+pub(crate) const PARTIAL_NAME: &str = ".stream.partial";
 
 /// Appends the opening of a batch (text format only).
-pub fn batch_start(f: StreamFormat, buf: &mut Vec<u8>, batch: u64, first_seq: u64, dim: usize) {
+pub(crate) fn batch_start(
+    f: StreamFormat,
+    buf: &mut Vec<u8>,
+    batch: u64,
+    first_seq: u64,
+    dim: usize,
+) {
     if f == StreamFormat::Text {
         let _ = writeln!(buf, "=== batch {batch}, from sequence {first_seq} ===");
         let _ = write!(buf, "{:>12} ", "seq");
@@ -55,7 +61,7 @@ pub fn batch_start(f: StreamFormat, buf: &mut Vec<u8>, batch: u64, first_seq: u6
 }
 
 /// Appends one row of the matrix (text format only).
-pub fn row(f: StreamFormat, buf: &mut Vec<u8>, seq: u64, v: &[f32], filled: bool) {
+pub(crate) fn row(f: StreamFormat, buf: &mut Vec<u8>, seq: u64, v: &[f32], filled: bool) {
     if f == StreamFormat::Text {
         let _ = write!(buf, "{seq:>12}{}", if filled { "*" } else { " " });
         for x in v {
@@ -66,7 +72,7 @@ pub fn row(f: StreamFormat, buf: &mut Vec<u8>, seq: u64, v: &[f32], filled: bool
 }
 
 /// Appends a finished batch.
-pub fn batch_end(f: StreamFormat, buf: &mut Vec<u8>, r: &BatchRecord<'_>) {
+pub(crate) fn batch_end(f: StreamFormat, buf: &mut Vec<u8>, r: &BatchRecord<'_>) {
     match f {
         StreamFormat::Jsonl => {
             serde_json::to_writer(&mut *buf, r).expect("writing JSON to a Vec cannot fail");

@@ -22,7 +22,7 @@ use super::layout::{ProducerRecord, SLOT_HEADER, StreamSegments};
 use super::{Rate, StreamSettings};
 
 /// Slots written per commit when producing as fast as possible.
-pub const CHUNK: u32 = 64;
+pub(crate) const CHUNK: u32 = 64;
 /// How often a waiting producer re-checks its supervisor.
 const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 /// Sleeps up to this long go to `clock_nanosleep` rather than the futex.
@@ -48,7 +48,7 @@ pub fn write_slot(slot: &mut [u8], seq: u64, ts: u64, g: &Generator) -> Result<(
 }
 
 /// Runs the producer of the run.
-pub fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
+pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     let s: &StreamSettings = ctx.settings()?;
     let segs = StreamSegments::open(ctx.run, s, Access::ReadWrite)?;
     let sc = segs.control()?;

@@ -51,9 +51,9 @@ impl StreamFormat {
 }
 
 /// Lowest `--rate`, vectors per second (one every 1000 s).
-pub const MIN_RATE_HZ: f64 = 1e-3;
+pub(crate) const MIN_RATE_HZ: f64 = 1e-3;
 /// Highest `--rate`, vectors per second.
-pub const MAX_RATE_HZ: f64 = 1e9;
+pub(crate) const MAX_RATE_HZ: f64 = 1e9;
 
 /// Producer rate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -126,29 +126,29 @@ pub struct StreamSettings {
 
 /// The ranges of the stream's options, checked by
 /// [`StreamSettings::validate`] (documented in `--help` and the README).
-pub mod bounds {
+pub(crate) mod bounds {
     /// `--dim`.
-    pub const DIM: (u32, u32) = (1, 65_536);
+    pub(crate) const DIM: (u32, u32) = (1, 65_536);
     /// `--batch`.
-    pub const BATCH: (u32, u32) = (1, 1_000_000);
+    pub(crate) const BATCH: (u32, u32) = (1, 1_000_000);
     /// `--rate-window`.
-    pub const RATE_WINDOW: (u32, u32) = (2, 100_000);
+    pub(crate) const RATE_WINDOW: (u32, u32) = (2, 100_000);
     /// `--noise-burst`.
-    pub const NOISE_BURST: (u32, u32) = (1, 1_000_000);
+    pub(crate) const NOISE_BURST: (u32, u32) = (1, 1_000_000);
     /// `--ring-slots` (powers of two).
-    pub const RING_SLOTS: (u32, u32) = (2, 1 << 24);
+    pub(crate) const RING_SLOTS: (u32, u32) = (2, 1 << 24);
     /// Seconds: `--rate-interval`, `--noise-low`, `--noise-high`.
-    pub const SECONDS: (f64, f64) = (crate::units::MIN_SECONDS, crate::units::MAX_SECONDS);
+    pub(crate) const SECONDS: (f64, f64) = (crate::units::MIN_SECONDS, crate::units::MAX_SECONDS);
 }
 
 impl StreamSettings {
     /// Bytes per ring slot: 16-byte header (sequence, timestamp) + vector.
-    pub fn slot_size(&self) -> u32 {
+    pub(crate) fn slot_size(&self) -> u32 {
         16 + 4 * self.dim
     }
 
     /// Checks every bound; the message names the option.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let int = |opt: &str, v: u32, (lo, hi): (u32, u32)| {
             if (lo..=hi).contains(&v) {
                 Ok(())
@@ -207,70 +207,70 @@ const HEADING: &str = "Stream job";
 // (clap: no doc comment, which would become the help of the command it is added to)
 // The shape of the stream's vectors (shared by producer and consumer).
 #[derive(Debug, Clone, Default, Args)]
-pub struct VectorOpts {
+pub(crate) struct VectorOpts {
     /// Float32 values per vector, 1 to 65536 [default: 50]
     #[arg(long, help_heading = HEADING)]
-    pub dim: Option<u32>,
+    pub(crate) dim: Option<u32>,
 }
 
 // (clap: no doc comment, which would become the help of the command it is added to)
 // Producer options.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ProducerOpts {
+pub(crate) struct ProducerOpts {
     /// Distribution of the values [default: normal]
     #[arg(long, value_enum, help_heading = HEADING)]
-    pub distribution: Option<Distribution>,
+    pub(crate) distribution: Option<Distribution>,
     /// Vectors per second on a drift-free schedule, 0.001 to 1e9, or `max`
     /// [default: 1000]
     #[arg(long, value_name = "HZ|max", help_heading = HEADING)]
-    pub rate: Option<Rate>,
+    pub(crate) rate: Option<Rate>,
     /// Stop after this many sequence numbers (dropped ones included)
     /// [default: no end]
     #[arg(long, value_name = "N", help_heading = HEADING)]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
     /// Simulate dropouts: drop --noise-burst vectors every X seconds, X
     /// uniform in [--noise-low, --noise-high]
     #[arg(long, help_heading = HEADING)]
-    pub noise: bool,
+    pub(crate) noise: bool,
     /// Shortest time between dropouts, seconds [default: 2]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
-    pub noise_low: Option<f64>,
+    pub(crate) noise_low: Option<f64>,
     /// Longest time between dropouts, seconds [default: 3]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
-    pub noise_high: Option<f64>,
+    pub(crate) noise_high: Option<f64>,
     /// Consecutive vectors dropped each time, 1 to 1000000 [default: 1]
     #[arg(long, value_name = "N", help_heading = HEADING)]
-    pub noise_burst: Option<u32>,
+    pub(crate) noise_burst: Option<u32>,
 }
 
 // (clap: no doc comment, which would become the help of the command it is added to)
 // Consumer options.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ConsumerOpts {
+pub(crate) struct ConsumerOpts {
     /// Vectors per statistics batch, filled-in ones included, 1 to 1000000
     /// [default: 100]
     #[arg(long, value_name = "N", help_heading = HEADING)]
-    pub batch: Option<u32>,
+    pub(crate) batch: Option<u32>,
     /// Intervals in the sliding rate window, 2 to 100000 [default: 100]
     #[arg(long, value_name = "N", help_heading = HEADING)]
-    pub rate_window: Option<u32>,
+    pub(crate) rate_window: Option<u32>,
     /// Seconds between rate log lines [default: 1]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
-    pub rate_interval: Option<f64>,
+    pub(crate) rate_interval: Option<f64>,
     /// Output: stream.jsonl (one JSON object per batch) or stream.txt
     /// (matrices and tables) [default: jsonl]
     #[arg(long, value_enum, help_heading = HEADING)]
-    pub format: Option<StreamFormat>,
+    pub(crate) format: Option<StreamFormat>,
 }
 
 // (clap: no doc comment, which would become the help of the command it is added to)
 // Ring options.
 #[derive(Debug, Clone, Default, Args)]
-pub struct RingOpts {
+pub(crate) struct RingOpts {
     /// Ring capacity in slots, a power of two from 2 to 16777216 [default:
     /// 4096]
     #[arg(long, value_name = "N", help_heading = HEADING)]
-    pub ring_slots: Option<u32>,
+    pub(crate) ring_slots: Option<u32>,
 }
 
 impl ProducerOpts {

@@ -12,77 +12,78 @@
 //! Decoding validates every field that bounds an index or a loop.
 
 /// Words of the fixed header.
-pub const HEADER_WORDS: usize = 16;
+pub(crate) const HEADER_WORDS: usize = 16;
 
 /// The encoding below, for the stream segment's layout fingerprint: a build
 /// that encodes the state differently refuses the segment instead of
 /// misreading it.
-pub const ENCODING: &[u8] = b"tail|finished,expected,received,filled,duplicates,gaps,batches,\
+pub(crate) const ENCODING: &[u8] =
+    b"tail|finished,expected,received,filled,duplicates,gaps,batches,\
 file_offset,batch_len|batch_filled,batch_first,has_last|window_len,last_seq,last_ts,window_pos,\
 rate_mean,rate_std;sums f64,sumsq f64,last f32 pairs,rates f64";
 
 /// Why a committed state was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("consumer state field {field} is {found} ({rule})")]
-pub struct StateError {
+pub(crate) struct StateError {
     /// Field.
-    pub field: &'static str,
+    pub(crate) field: &'static str,
     /// Value found.
-    pub found: u64,
+    pub(crate) found: u64,
     /// The rule it breaks.
-    pub rule: &'static str,
+    pub(crate) rule: &'static str,
 }
 
 /// The consumer's state (decoded).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ConsumerState {
+pub(crate) struct ConsumerState {
     /// Ring position: slots before it are consumed.
-    pub tail: u32,
+    pub(crate) tail: u32,
     /// The stream ended and the last batch was written.
-    pub finished: bool,
+    pub(crate) finished: bool,
     /// Next sequence number expected; everything below is accounted for
     /// (received or filled in). Invariant: `expected = received + filled`.
-    pub expected: u64,
+    pub(crate) expected: u64,
     /// Vectors received.
-    pub received: u64,
+    pub(crate) received: u64,
     /// Vectors filled in by interpolation (or extrapolation at the ends).
-    pub filled: u64,
+    pub(crate) filled: u64,
     /// Vectors received with a sequence number already accounted for.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Gaps detected (runs of missing sequence numbers).
-    pub gaps: u64,
+    pub(crate) gaps: u64,
     /// Batches written.
-    pub batches: u64,
+    pub(crate) batches: u64,
     /// Length of the output file covered by this state.
-    pub file_offset: u64,
+    pub(crate) file_offset: u64,
     /// Vectors in the open batch (`< batch`).
-    pub batch_len: u32,
+    pub(crate) batch_len: u32,
     /// Filled-in vectors in the open batch.
-    pub batch_filled: u32,
+    pub(crate) batch_filled: u32,
     /// Sequence number of the open batch's first vector.
-    pub batch_first: u64,
+    pub(crate) batch_first: u64,
     /// Whether `last` holds a received vector.
-    pub has_last: bool,
+    pub(crate) has_last: bool,
     /// Sequence number of `last`.
-    pub last_seq: u64,
+    pub(crate) last_seq: u64,
     /// Producer timestamp of `last` (ns).
-    pub last_ts: u64,
+    pub(crate) last_ts: u64,
     /// Rate-window fill (`<= window`).
-    pub window_len: u32,
+    pub(crate) window_len: u32,
     /// Next write position in `rates` (`< window`).
-    pub window_pos: u32,
+    pub(crate) window_pos: u32,
     /// Latest rate mean (vectors/s), NaN when unknown.
-    pub rate_mean: f64,
+    pub(crate) rate_mean: f64,
     /// Latest rate standard deviation, NaN when unknown.
-    pub rate_std: f64,
+    pub(crate) rate_std: f64,
     /// Column sums of the open batch.
-    pub sums: Vec<f64>,
+    pub(crate) sums: Vec<f64>,
     /// Column sums of squares of the open batch.
-    pub sumsq: Vec<f64>,
+    pub(crate) sumsq: Vec<f64>,
     /// Last received vector.
-    pub last: Vec<f32>,
+    pub(crate) last: Vec<f32>,
     /// Instantaneous rates of the last `window_len` intervals.
-    pub rates: Vec<f64>,
+    pub(crate) rates: Vec<f64>,
 }
 
 fn lo(w: u64) -> u32 {
@@ -97,16 +98,16 @@ fn pack(lo: u32, hi: u32) -> u64 {
 
 impl ConsumerState {
     /// Words of an encoded state.
-    pub fn words(dim: u32, window: u32) -> usize {
+    pub(crate) fn words(dim: u32, window: u32) -> usize {
         HEADER_WORDS + 2 * dim as usize + (dim as usize).div_ceil(2) + window as usize
     }
     /// Bytes of an encoded state.
-    pub fn bytes(dim: u32, window: u32) -> usize {
+    pub(crate) fn bytes(dim: u32, window: u32) -> usize {
         8 * Self::words(dim, window)
     }
 
     /// The state of a consumer that has seen nothing.
-    pub fn new(dim: u32, window: u32) -> Self {
+    pub(crate) fn new(dim: u32, window: u32) -> Self {
         ConsumerState {
             tail: 0,
             finished: false,
@@ -135,7 +136,7 @@ impl ConsumerState {
     }
 
     /// Encodes into `out` (`words(dim, window)` words).
-    pub fn encode(&self, out: &mut [u64]) {
+    pub(crate) fn encode(&self, out: &mut [u64]) {
         let dim = self.sums.len();
         let window = self.rates.len();
         assert_eq!(out.len(), Self::words(dim as u32, window as u32));
@@ -174,7 +175,12 @@ impl ConsumerState {
 
     /// Decodes `words` read from shared memory, validating every field that
     /// bounds an index or a loop.
-    pub fn decode(words: &[u64], dim: u32, window: u32, batch: u32) -> Result<Self, StateError> {
+    pub(crate) fn decode(
+        words: &[u64],
+        dim: u32,
+        window: u32,
+        batch: u32,
+    ) -> Result<Self, StateError> {
         assert_eq!(words.len(), Self::words(dim, window));
         let bad = |field, found: u64, rule| Err(StateError { field, found, rule });
         let mut s = ConsumerState::new(dim, window);
@@ -240,7 +246,7 @@ impl ConsumerState {
 
     /// Adds a vector to the open batch.
     #[inline]
-    pub fn add_to_batch(&mut self, seq: u64, v: &[f32], filled: bool) {
+    pub(crate) fn add_to_batch(&mut self, seq: u64, v: &[f32], filled: bool) {
         if self.batch_len == 0 {
             self.batch_first = seq;
             self.sums.iter_mut().for_each(|x| *x = 0.0);
@@ -258,7 +264,7 @@ impl ConsumerState {
     }
 
     /// Column means and (population) standard deviations of the open batch.
-    pub fn batch_mean_std(&self) -> (Vec<f64>, Vec<f64>) {
+    pub(crate) fn batch_mean_std(&self) -> (Vec<f64>, Vec<f64>) {
         let n = self.batch_len.max(1) as f64;
         self.sums
             .iter()
@@ -272,7 +278,7 @@ impl ConsumerState {
 
     /// Records a received vector's timestamp in the rate window.
     #[inline]
-    pub fn add_rate_sample(&mut self, ts: u64) {
+    pub(crate) fn add_rate_sample(&mut self, ts: u64) {
         if self.has_last && !self.rates.is_empty() {
             let dt = ts.saturating_sub(self.last_ts).max(1);
             let pos = self.window_pos as usize % self.rates.len();
@@ -285,7 +291,7 @@ impl ConsumerState {
 
     /// Mean and standard deviation of the instantaneous rates in the window
     /// (vectors/s), or NaN while the window is empty.
-    pub fn rate_stats(&self) -> (f64, f64) {
+    pub(crate) fn rate_stats(&self) -> (f64, f64) {
         let n = self.window_len as usize;
         if n == 0 {
             return (f64::NAN, f64::NAN);
@@ -299,7 +305,7 @@ impl ConsumerState {
 
 /// The vector at `seq` on the straight line through (`a_seq`, `a`) and
 /// (`b_seq`, `b`), written into `out`.
-pub fn interpolate(a_seq: u64, a: &[f32], b_seq: u64, b: &[f32], seq: u64, out: &mut [f32]) {
+pub(crate) fn interpolate(a_seq: u64, a: &[f32], b_seq: u64, b: &[f32], seq: u64, out: &mut [f32]) {
     let t = if b_seq > a_seq {
         (seq - a_seq) as f64 / (b_seq - a_seq) as f64
     } else {

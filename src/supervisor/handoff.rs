@@ -30,7 +30,7 @@ use super::opened::OpenRun;
 
 /// Why the run ended, for the summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndCause {
+pub(crate) enum EndCause {
     /// Every job completed its work.
     Completed,
     /// A signal asked to stop.
@@ -53,7 +53,7 @@ impl EndCause {
 }
 
 /// Restart counts by role label, in slot order.
-pub fn restarts_by_role(open: &OpenRun) -> BTreeMap<String, u64> {
+pub(crate) fn restarts_by_role(open: &OpenRun) -> BTreeMap<String, u64> {
     open.roles
         .iter()
         .map(|r| (r.label(), open.control.role_view(r.slot).restarts))
@@ -62,7 +62,7 @@ pub fn restarts_by_role(open: &OpenRun) -> BTreeMap<String, u64> {
 
 /// Writes every job's files and `summary.json` into `out`. Returns the
 /// summary. Segments are left alone (see [`remove_segments`]).
-pub fn write_results(
+pub(crate) fn write_results(
     open: &OpenRun,
     jobs: &[Box<dyn JobHost>],
     out: &Path,
@@ -75,6 +75,11 @@ pub fn write_results(
     let ctx = HandoffCtx { seconds };
     let mut summary = Map::new();
     summary.insert("run".into(), json!(run.as_str()));
+    summary.insert("forkring_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    summary.insert(
+        "started".into(),
+        json!(crate::units::rfc3339_utc(control.created_unix_ms())),
+    );
     summary.insert(
         "jobs".into(),
         json!(jobs.iter().map(|j| j.job().name()).collect::<Vec<_>>()),
@@ -126,7 +131,7 @@ pub fn write_results(
 }
 
 /// Unlinks the jobs' segments, then the control segment.
-pub fn remove_segments(open: &OpenRun, jobs: &[Box<dyn JobHost>]) {
+pub(crate) fn remove_segments(open: &OpenRun, jobs: &[Box<dyn JobHost>]) {
     for j in jobs {
         for name in j.segment_names() {
             let _ = segment::unlink(&name);
@@ -138,7 +143,7 @@ pub fn remove_segments(open: &OpenRun, jobs: &[Box<dyn JobHost>]) {
 /// Writes the results of a run none of whose processes lives (the caller
 /// holds its supervisor lock) into `out`, removes its segments and prints
 /// the summary. Returns the summary.
-pub fn hand_off_stopped(
+pub(crate) fn hand_off_stopped(
     open: &OpenRun,
     jobs: &[Box<dyn JobHost>],
     out: &Path,
@@ -160,7 +165,7 @@ pub fn hand_off_stopped(
 }
 
 /// Prints the summary: as JSON, or as one line.
-pub fn print_summary(summary: &Value, registry: Registry, as_json: bool) {
+pub(crate) fn print_summary(summary: &Value, registry: Registry, as_json: bool) {
     if as_json {
         println!("{}", serde_json::to_string(summary).expect("serialisable"));
     } else {
@@ -169,7 +174,7 @@ pub fn print_summary(summary: &Value, registry: Registry, as_json: bool) {
 }
 
 /// A one-line human summary of a finished run.
-pub fn summary_line(summary: &Value, registry: Registry) -> String {
+pub(crate) fn summary_line(summary: &Value, registry: Registry) -> String {
     let run = summary["run"].as_str().unwrap_or("?");
     let secs = summary["seconds"].as_f64().unwrap_or(0.0);
     let parts: Vec<String> = registry

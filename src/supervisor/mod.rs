@@ -10,13 +10,13 @@
 //! - [`handoff`]: the final handoff;
 //! - [`error`]: what can go wrong, typed.
 
-pub mod error;
-pub mod handoff;
-pub mod notify;
+pub(crate) mod error;
+pub(crate) mod handoff;
+pub(crate) mod notify;
 pub mod opened;
-pub mod policy;
-pub mod progress;
-pub mod role;
-pub mod run;
-pub mod signals;
-pub mod spawn;
+pub(crate) mod policy;
+pub(crate) mod progress;
+pub(crate) mod role;
+pub(crate) mod run;
+pub(crate) mod signals;
+pub(crate) mod spawn;

@@ -18,7 +18,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
 /// How often `STATUS=` is refreshed while the supervisor loop runs.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long one send may block when systemd's receive queue is full. A
 /// stuck manager must not stall the supervisor loop for long.
@@ -27,7 +27,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// A connection to the service manager's notification socket, and when the
 /// next `STATUS=` and `WATCHDOG=1` are due.
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     sock: UnixDatagram,
     addr: SocketAddr,
     /// `$NOTIFY_SOCKET` as given, for messages.
@@ -77,7 +77,7 @@ impl Notifier {
     /// when `$NOTIFY_SOCKET` is unset or empty (not started by a service
     /// manager that listens). An unusable `$NOTIFY_SOCKET` is reported on
     /// stderr and also gives `None`.
-    pub fn from_env() -> Option<Notifier> {
+    pub(crate) fn from_env() -> Option<Notifier> {
         let socket = std::env::var_os("NOTIFY_SOCKET")?;
         if socket.is_empty() {
             return None;
@@ -102,7 +102,7 @@ impl Notifier {
     /// A notifier for the socket `address` (in `$NOTIFY_SOCKET` syntax)
     /// that pings the watchdog every `watchdog` (see
     /// [`Notifier::watchdog_interval`]).
-    pub fn new(address: &OsStr, watchdog: Option<Duration>) -> io::Result<Notifier> {
+    pub(crate) fn new(address: &OsStr, watchdog: Option<Duration>) -> io::Result<Notifier> {
         let addr = parse_address(address).map_err(io::Error::other)?;
         let sock = UnixDatagram::unbound()?;
         sock.set_write_timeout(Some(SEND_TIMEOUT))?;
@@ -118,15 +118,16 @@ impl Notifier {
         })
     }
 
+    #[cfg(test)]
     /// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, if the
     /// watchdog is enabled for this process.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog
     }
 
     /// Sends `state` (newline-separated `KEY=value` assignments) as one
     /// datagram.
-    pub fn send(&self, state: &str) -> io::Result<()> {
+    pub(crate) fn send(&self, state: &str) -> io::Result<()> {
         let n = self.sock.send_to_addr(state.as_bytes(), &self.addr)?;
         if n != state.len() {
             return Err(io::Error::other(format!(
@@ -152,25 +153,25 @@ impl Notifier {
 
     /// `READY=1`: start-up is complete. The next [`Notifier::tick`] sends
     /// a fresh `STATUS=`.
-    pub fn ready(&mut self) {
+    pub(crate) fn ready(&mut self) {
         self.deliver("READY=1");
         self.next_status = Instant::now();
     }
 
     /// `STATUS=`: a one-line status for `systemctl status`. Newlines in
     /// `text` would start new assignments, so they become spaces.
-    pub fn status(&self, text: &str) {
+    pub(crate) fn status(&self, text: &str) {
         self.deliver(&format!("STATUS={}", text.replace('\n', " ")));
     }
 
     /// `WATCHDOG=1`: the supervisor is alive.
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         self.deliver("WATCHDOG=1");
     }
 
     /// `STOPPING=1`: the service is shutting down. The next
     /// [`Notifier::tick`] sends a fresh `STATUS=`.
-    pub fn stopping(&mut self) {
+    pub(crate) fn stopping(&mut self) {
         self.deliver("STOPPING=1");
         self.next_status = Instant::now();
     }
@@ -178,7 +179,7 @@ impl Notifier {
     /// Time from `now` until the next `STATUS=` or `WATCHDOG=1` is due
     /// (zero if one is overdue): the longest a loop calling
     /// [`Notifier::tick`] may sleep.
-    pub fn until_due(&self, now: Instant) -> Duration {
+    pub(crate) fn until_due(&self, now: Instant) -> Duration {
         let next = match self.next_watchdog {
             Some(w) => w.min(self.next_status),
             None => self.next_status,
@@ -189,7 +190,7 @@ impl Notifier {
     /// Sends what is due at `now`: `WATCHDOG=1` every watchdog interval and
     /// `STATUS=<status()>` every [`STATUS_INTERVAL`]. Called from the
     /// supervisor loop, so the watchdog pings stop when the loop stops.
-    pub fn tick(&mut self, now: Instant, status: impl FnOnce() -> String) {
+    pub(crate) fn tick(&mut self, now: Instant, status: impl FnOnce() -> String) {
         if let (Some(due), Some(every)) = (self.next_watchdog, self.watchdog)
             && now >= due
         {

@@ -15,14 +15,14 @@ pub struct OpenRun {
     /// The control segment.
     pub control: Control,
     /// The recorded settings.
-    pub settings: RunSettings,
+    pub(crate) settings: RunSettings,
     /// The role table (`control.role_count()` slots).
     pub roles: RoleTable,
 }
 
 /// How to get a run's jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hosts {
+pub(crate) enum Hosts {
     /// Create their segments (a new run).
     Create,
     /// Open the existing segments (a resumed run, `status`, `handoff`).
@@ -74,12 +74,12 @@ impl OpenRun {
     }
 
     /// The run's name.
-    pub fn run(&self) -> &RunName {
+    pub(crate) fn run(&self) -> &RunName {
         self.control.run()
     }
 
     /// Where the jobs' segments and working files live.
-    pub fn place(&self) -> Place<'_> {
+    pub(crate) fn place(&self) -> Place<'_> {
         Place {
             run: self.control.run(),
             out: &self.settings.out,
@@ -89,7 +89,7 @@ impl OpenRun {
     /// The run's jobs, in registry order. When creating fails part-way,
     /// every job segment created so far is removed (the control segment is
     /// the caller's).
-    pub fn hosts(&self, how: Hosts) -> Result<Vec<Box<dyn JobHost>>, crate::job::JobError> {
+    pub(crate) fn hosts(&self, how: Hosts) -> Result<Vec<Box<dyn JobHost>>, crate::job::JobError> {
         let mut guard = CreatedSegments::new();
         let mut jobs = Vec::with_capacity(self.settings.jobs.len());
         for j in &self.settings.jobs {

@@ -6,17 +6,17 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// First restart delay.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Restart delay cap.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RestartPolicy {
+pub(crate) struct RestartPolicy {
     /// Restarts allowed within `window` (all roles together).
-    pub max_restarts: u32,
+    pub(crate) max_restarts: u32,
     /// The sliding window.
-    pub window: Duration,
+    pub(crate) window: Duration,
 }
 
 impl Default for RestartPolicy {
@@ -30,7 +30,7 @@ impl Default for RestartPolicy {
 
 /// What to do about a role that died.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Start it again after `delay`.
     Restart {
         /// Backoff delay.
@@ -42,7 +42,7 @@ pub enum Decision {
 
 /// Remembers recent restarts, of the whole run and of each role slot.
 #[derive(Debug, Clone)]
-pub struct RestartTracker {
+pub(crate) struct RestartTracker {
     policy: RestartPolicy,
     all: VecDeque<Instant>,
     /// One queue per role slot of the run's role table.
@@ -51,7 +51,7 @@ pub struct RestartTracker {
 
 impl RestartTracker {
     /// A tracker for `policy` over a run of `roles` role slots.
-    pub fn new(policy: RestartPolicy, roles: u32) -> Self {
+    pub(crate) fn new(policy: RestartPolicy, roles: u32) -> Self {
         RestartTracker {
             policy,
             all: VecDeque::new(),
@@ -61,7 +61,7 @@ impl RestartTracker {
 
     /// Decides about the role in slot `slot`, which died abnormally at
     /// `now`.
-    pub fn on_failure(&mut self, slot: u32, now: Instant) -> Decision {
+    pub(crate) fn on_failure(&mut self, slot: u32, now: Instant) -> Decision {
         let window = self.policy.window;
         let prune = |q: &mut VecDeque<Instant>| {
             while q.front().is_some_and(|&t| now.duration_since(t) > window) {

@@ -13,7 +13,7 @@ use crate::units::{short, thousands};
 
 /// Default time between log lines (and rate samples); a job's
 /// `log_interval` (the stream's `--rate-interval`) replaces it.
-pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How progress is shown.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ enum Mode {
 
 /// The progress display.
 #[derive(Debug)]
-pub struct Display {
+pub(crate) struct Display {
     mode: Mode,
     started: Instant,
     last_line: Instant,
@@ -57,7 +57,7 @@ fn counter_text(c: &Counter) -> String {
 /// One-line description of a job's progress (log lines, systemd's
 /// `STATUS=`, `forkring status`), from its counters alone. `per_s` is the
 /// recent rate of the main counter.
-pub fn describe(p: &Progress, per_s: Option<f64>) -> String {
+pub(crate) fn describe(p: &Progress, per_s: Option<f64>) -> String {
     let mut parts = Vec::new();
     if let Some(main) = p.counters.first() {
         let v = main.as_count();
@@ -97,7 +97,7 @@ pub fn describe(p: &Progress, per_s: Option<f64>) -> String {
 
 impl Display {
     /// Chooses the mode: quiet, bars when stdout is a terminal, else lines.
-    pub fn new(quiet: bool, json: bool, jobs: &[Progress], interval: Duration) -> Display {
+    pub(crate) fn new(quiet: bool, json: bool, jobs: &[Progress], interval: Duration) -> Display {
         let now = Instant::now();
         let mode = if quiet {
             Mode::Quiet
@@ -159,7 +159,7 @@ impl Display {
     }
 
     /// Prints a log line (above the bars on a terminal); nothing when quiet.
-    pub fn log(&self, msg: &str) {
+    pub(crate) fn log(&self, msg: &str) {
         let line = format!("[{:>7.1}s] {msg}", self.started.elapsed().as_secs_f64());
         match &self.mode {
             Mode::Quiet => {}
@@ -172,7 +172,7 @@ impl Display {
     }
 
     /// Prints a warning (always, even when quiet) on stderr.
-    pub fn warn(&self, msg: &str) {
+    pub(crate) fn warn(&self, msg: &str) {
         match &self.mode {
             Mode::Bars { multi, .. } => {
                 multi.suspend(|| eprintln!("forkring: warning: {msg}"));
@@ -183,7 +183,7 @@ impl Display {
 
     /// Updates the display with fresh samples. Rates are computed over
     /// `interval`, which is also how often a log line is printed.
-    pub fn update(&mut self, progress: &[Progress], restarts: u64, status: &str) {
+    pub(crate) fn update(&mut self, progress: &[Progress], restarts: u64, status: &str) {
         let now = Instant::now();
         let due = now.duration_since(self.last_line) >= self.interval;
         if due {
@@ -232,7 +232,7 @@ impl Display {
 
     /// Every job's progress with the rates of the last `interval`, and
     /// the restart count, on one line: a log line, and systemd's `STATUS=`.
-    pub fn line(&self, progress: &[Progress], restarts: u64) -> String {
+    pub(crate) fn line(&self, progress: &[Progress], restarts: u64) -> String {
         let parts: Vec<String> = progress
             .iter()
             .enumerate()
@@ -246,7 +246,7 @@ impl Display {
     }
 
     /// Removes the live display.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Mode::Bars { jobs, status, .. } = &self.mode {
             for (b, _) in jobs {
                 b.finish_and_clear();

@@ -12,11 +12,11 @@ use super::opened::OpenRun;
 
 /// Set in every role the supervisor starts, so a role knows the supervisor
 /// shows its figures (a role started by hand prints its own).
-pub const SUPERVISED_ENV: &str = "FORKRING_SUPERVISED";
+pub(crate) const SUPERVISED_ENV: &str = "FORKRING_SUPERVISED";
 
 /// Runs role `kind` `index` of run `run` until its work is done or the run
 /// stops. `m` holds the role's own options.
-pub fn run_role(
+pub(crate) fn run_role(
     registry: Registry,
     kind: &str,
     run: &RunName,

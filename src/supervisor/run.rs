@@ -24,24 +24,24 @@ use super::spawn::spawn_role;
 
 /// Options of `forkring run` beyond the recorded settings.
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Run name.
-    pub name: RunName,
+    pub(crate) name: RunName,
     /// The job settings (recorded in the control segment).
-    pub settings: RunSettings,
+    pub(crate) settings: RunSettings,
     /// How long roles get to exit after a stop request before SIGKILL.
-    pub stop_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
     /// Restart limits.
-    pub policy: RestartPolicy,
+    pub(crate) policy: RestartPolicy,
     /// End the run after this long.
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// No progress output.
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Print the summary as JSON on stdout.
-    pub json: bool,
+    pub(crate) json: bool,
     /// Whether `--seed` was given; when not, a resumed run keeps its
     /// recorded seed instead of refusing the fresh random one.
-    pub seed_given: bool,
+    pub(crate) seed_given: bool,
 }
 
 /// Lifecycle of one role under this supervisor.
@@ -176,7 +176,7 @@ fn job_hosts(open: &OpenRun, resumed: bool) -> Result<Vec<Box<dyn JobHost>>, Run
 
 /// `forkring run`. `signals` must be installed before anything else (see
 /// [`Signals::install`]) so that a stop request is never lost.
-pub fn run(opts: RunOptions, signals: Signals, registry: Registry) -> Result<(), RunError> {
+pub(crate) fn run(opts: RunOptions, signals: Signals, registry: Registry) -> Result<(), RunError> {
     let (open, resumed) = open_or_create(&opts, registry)?;
     let jobs = job_hosts(&open, resumed)?;
     if resumed {
@@ -630,7 +630,7 @@ impl Supervisor {
 }
 
 /// Names of every /dev/shm file of `run`.
-pub fn segment_files_of(run: &RunName) -> Result<Vec<String>, RunError> {
+pub(crate) fn segment_files_of(run: &RunName) -> Result<Vec<String>, RunError> {
     let all = crate::shm::name::list_segments().map_err(RunError::ListShm)?;
     Ok(all
         .into_iter()

@@ -15,13 +15,13 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// The signalfd and its mask.
 #[derive(Debug)]
-pub struct Signals {
+pub(crate) struct Signals {
     fd: SignalFd,
 }
 
 impl Signals {
     /// Blocks the four signals in this thread and opens a signalfd for them.
-    pub fn install() -> nix::Result<Signals> {
+    pub(crate) fn install() -> nix::Result<Signals> {
         let mut mask = SigSet::empty();
         for s in [
             Signal::SIGINT,
@@ -37,7 +37,7 @@ impl Signals {
     }
 
     /// Waits up to `timeout` for signals and returns those that arrived.
-    pub fn wait(&mut self, timeout: Duration) -> Vec<Signal> {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Vec<Signal> {
         let ms = timeout.as_millis().min(60_000) as u16;
         let mut fds = [PollFd::new(
             std::os::fd::AsFd::as_fd(&self.fd),

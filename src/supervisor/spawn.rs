@@ -11,7 +11,7 @@ use super::role::SUPERVISED_ENV;
 
 /// Environment variables a role must not inherit: they belong to the
 /// supervisor's conversation with systemd.
-pub const SUPERVISOR_ONLY_ENV: [&str; 4] = [
+pub(crate) const SUPERVISOR_ONLY_ENV: [&str; 4] = [
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
@@ -29,7 +29,7 @@ pub const SUPERVISOR_ONLY_ENV: [&str; 4] = [
 ///
 /// Must be called from the supervisor's main thread: the death signal fires
 /// when the *thread* that forked the child exits.
-pub fn spawn_role(role: &RoleId, run: &RunName) -> io::Result<u32> {
+pub(crate) fn spawn_role(role: &RoleId, run: &RunName) -> io::Result<u32> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("forkring")
         .arg(role.kind)
