@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::error::{
-    EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_RESTART_LIMIT, EXIT_USAGE, Error, Failure,
-};
+use crate::error::{Error, Failure};
+use crate::exit::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_RESTART_LIMIT, EXIT_USAGE};
 use crate::job::{Common, JobError, Registry};
 use crate::settings::RunSettings;
 use crate::shm::{CreateError, RunName, SegmentsError};

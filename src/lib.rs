@@ -20,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod error;
+pub mod exit;
 pub mod image;
 pub mod job;
 pub mod jobs;

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
-use crate::error::EXIT_INTERRUPTED;
+use crate::exit::EXIT_INTERRUPTED;
 use crate::shm::RunName;
 use crate::shm::segment;
 
