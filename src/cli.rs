@@ -451,10 +451,15 @@ fn run_options(a: &RunArgs, m: &ArgMatches, registry: Registry) -> Result<RunOpt
         .clone()
         .unwrap_or_else(|| PathBuf::from("forkring-out").join(a.name.as_str()));
     let probe = RunSettings {
-        out: out.clone(),
+        out: std::path::absolute(&out).unwrap_or_else(|_| PathBuf::from("/")),
         jobs,
     };
     probe.roles().map_err(RunError::from)?;
+    // What the roles will decode must be what was asked for: a job whose
+    // recorded settings fail its own checks is refused here, before
+    // anything exists, not by every role at start-up.
+    RunSettings::decode(&probe.encode(), registry)
+        .map_err(|e| RunError::Usage(format!("the settings do not survive recording: {e}")))?;
     let out = crate::outfile::prepare_dir(&out)
         .map_err(|source| RunError::Output { run: None, source })?;
     Ok(RunOptions {
