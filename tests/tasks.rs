@@ -442,3 +442,60 @@ fn all_three_jobs_run_together() {
     assert!(v.status.success(), "{}", text(&v));
     assert!(segments_of(&sc.name).is_empty());
 }
+
+#[test]
+fn a_stopped_run_hands_off_what_is_done_and_the_same_run_continues() {
+    let _g = serial();
+    let sc = Scene::new("tasks-stop");
+    let inp = tempdir();
+    let table = write(inp.path(), "t.tsv", "10.0.0.1:a\t0.1\tA\n");
+    let tasks = write(inp.path(), "t.txt", &"10.0.0.1:a\n".repeat(120));
+    let args = [
+        "--jobs",
+        "tasks",
+        "--tasks",
+        &tasks,
+        "--table",
+        &table,
+        "--workers",
+        "2",
+        "--concurrency",
+        "4",
+    ];
+    let bg = sc.spawn(&args);
+    // Wait until some tasks are done, then stop: in-flight calls finish
+    // within --stop-timeout, the rest stays undone.
+    let start = Instant::now();
+    loop {
+        let st = forkring(&["status", &sc.name, "--json"]);
+        let v: Value = serde_json::from_slice(&st.stdout).unwrap_or(Value::Null);
+        if v["progress"][0]["counters"][0]["value"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 16
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", bg.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(bg.pid(), libc::SIGTERM);
+    let (st, log) = bg.wait(Duration::from_secs(60));
+    assert!(st.success(), "{log}");
+    let s = sc.summary();
+    assert_eq!(s["stopped_by"], "SIGTERM", "{s}");
+    assert_eq!(s["tasks"]["complete"], false, "{s}");
+    let first = results(sc.dir.path());
+    assert!(first.len() >= 16 && first.len() < 120, "{}", first.len());
+    // The same run started again continues with the rest.
+    let o = sc.run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("continuing"), "{}", text(&o));
+    let all = results(sc.dir.path());
+    assert_eq!(all.len(), 120);
+    for (id, v) in &first {
+        assert_eq!(all[id]["done"], v["done"], "task {id} ran again");
+    }
+    let v = forkring(&["verify", sc.out()]);
+    assert!(v.status.success(), "{}", text(&v));
+}

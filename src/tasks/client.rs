@@ -159,6 +159,31 @@ impl<'a> Recorder<'a> {
         &self.path
     }
 
+    /// Lines of the run's own client recorded in the working file.
+    pub(crate) fn own_lines(&self) -> Result<HashSet<u64>, JobError> {
+        use std::io::BufRead;
+        let f = File::open(&self.path)
+            .map_err(|e| JobError::Failed(format!("{}: {e}", self.path.display())))?;
+        let mut out = HashSet::new();
+        let mut read = 0u64;
+        for line in std::io::BufReader::new(f).lines() {
+            let line =
+                line.map_err(|e| JobError::Failed(format!("{}: {e}", self.path.display())))?;
+            read += line.len() as u64 + 1;
+            if read > self.st.file_offset {
+                break;
+            }
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .map_err(|e| JobError::Failed(format!("{}: {e}", self.path.display())))?;
+            if v["client"] == OWN_NAME
+                && let Some(l) = v["line"].as_u64()
+            {
+                out.insert(l);
+            }
+        }
+        Ok(out)
+    }
+
     fn utc(&self, mono_ns: u64) -> String {
         let ms = self.unix_base_ms as i64 + (mono_ns as i64 - self.mono_base_ns as i64) / 1_000_000;
         crate::units::rfc3339_utc(ms.max(0) as u64)
@@ -278,8 +303,11 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     let own = own_tasks(s)?;
     let mut rec = Recorder::attach(&segs, ctx.out)?;
     table.abandon_filling(0);
-    // Own lines published after the last commit: accepted already.
+    // Own lines published after the last commit, and own lines already in
+    // the working file (carried over from an earlier, stopped run): not to
+    // be submitted again.
     let accepted = accepted_lines(&table, 0, rec.state().next_line)?;
+    let recorded = rec.own_lines()?;
     let mut next = own.partition_point(|(line, _, _)| *line < rec.state().next_line);
     let mut submitted = rec.state().own_submitted;
     let total = own.len() as u64;
@@ -292,6 +320,10 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
         if !stopping {
             while next < own.len() {
                 let (line, text, spec) = &own[next];
+                if recorded.contains(line) {
+                    next += 1;
+                    continue;
+                }
                 if accepted.contains(line) {
                     next += 1;
                     submitted += 1;

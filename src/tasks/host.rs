@@ -45,11 +45,80 @@ impl TasksHost {
             }),
             None => None,
         };
-        Ok(TasksHost {
+        let host = TasksHost {
             segs: TasksSegments::create(at.run, s, input.as_deref())?,
             out: at.out.to_path_buf(),
             run: at.run.clone(),
-        })
+        };
+        if let Err(e) = host.continue_from_results(at) {
+            for n in host.segs.names() {
+                let _ = crate::shm::segment::unlink(&n);
+            }
+            return Err(e);
+        }
+        Ok(host)
+    }
+
+    /// A run stopped earlier (SIGTERM, --duration) handed off what it had
+    /// done; the same run started again continues with the rest: when OUT
+    /// holds that run's summary.json, incomplete, for the same task file,
+    /// its recorded tasks are carried into the new working file and not run
+    /// again.
+    fn continue_from_results(&self, at: Place<'_>) -> Result<(), JobError> {
+        let s = self.segs.settings();
+        let Some(f) = &s.tasks else { return Ok(()) };
+        let Ok(text) = std::fs::read_to_string(at.out.join("summary.json")) else {
+            return Ok(());
+        };
+        let Ok(prev) = serde_json::from_str::<Value>(&text) else {
+            return Ok(());
+        };
+        let same_run = prev["run"].as_str() == Some(at.run.as_str())
+            && prev["tasks"]["complete"] == false
+            && prev["settings"]["tasks"]["tasks"]["sha256"].as_str() == Some(f.sha256.as_str());
+        if !same_run {
+            return Ok(());
+        }
+        let old = at.out.join(FINAL_NAME);
+        let Ok(file) = std::fs::File::open(&old) else {
+            return Ok(());
+        };
+        let mut st = super::layout::RecorderState::default();
+        let mut kept = Vec::new();
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(|e| JobError::Failed(format!("{}: {e}", old.display())))?;
+            let v: Value = serde_json::from_str(&line)
+                .map_err(|e| JobError::Failed(format!("{}: {e}", old.display())))?;
+            if v["client"] != client::OWN_NAME {
+                continue;
+            }
+            st.recorded += 1;
+            st.own_recorded += 1;
+            st.own_submitted += 1;
+            match v["status"].as_str() {
+                Some("ok") => st.ok += 1,
+                Some("quarantined") => st.quarantined += 1,
+                _ => st.errors += 1,
+            }
+            if v["attempts"].as_u64().unwrap_or(1) > 1 {
+                st.retried += 1;
+            }
+            kept.extend_from_slice(line.as_bytes());
+            kept.push(b'\n');
+        }
+        let partial = at.out.join(PARTIAL_NAME);
+        std::fs::write(&partial, &kept)
+            .map_err(|e| JobError::Failed(format!("{}: {e}", partial.display())))?;
+        st.file_offset = kept.len() as u64;
+        self.segs.control()?.recorder.commit(st);
+        eprintln!(
+            "forkring: run {}: continuing: {} of {} tasks were done by the earlier run (in {})",
+            at.run,
+            crate::units::thousands(st.own_recorded),
+            crate::units::thousands(s.own_tasks()),
+            old.display()
+        );
+        Ok(())
     }
 
     /// Opens the segments of an existing run.
