@@ -182,6 +182,22 @@ pub(crate) enum BenchCommand {
     /// The stream job against generation alone and against the same
     /// pipeline over a pipe and a unix socket; CPU at 1000 Hz.
     Stream(BenchStreamArgs),
+    /// The task pool: 512 one-second calls, dispatch of empty tasks against
+    /// the same workers behind a pipe and a socket, CPU tasks, relay
+    /// chunks, and how soon a killed worker's tasks run again.
+    Tasks(BenchTasksArgs),
+}
+
+/// Options of `forkring bench tasks`.
+#[derive(Debug, Args)]
+pub struct BenchTasksArgs {
+    /// One JSON object per measurement, one per line
+    #[arg(long)]
+    pub json: bool,
+    /// Small sizes: checks that every measurement works (figures are not
+    /// meaningful)
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// Options of `forkring bench image`.
@@ -383,6 +399,10 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
                 json: i.json,
                 reference: !i.no_reference,
                 repeat: i.repeat,
+            }),
+            BenchCommand::Tasks(t) => crate::bench::tasks::run(&crate::bench::tasks::Options {
+                json: t.json,
+                quick: t.quick,
             }),
             BenchCommand::Stream(s) => crate::bench::stream::run(&crate::bench::stream::Options {
                 count: s.count,

@@ -280,6 +280,11 @@ struct SlotHeader {
     /// Bytes of result.
     result_len: u32,
     _pad: u32,
+    /// When the current claim was made (CLOCK_MONOTONIC ns), written by the
+    /// claimant right after its claim: how soon a dead worker's task ran
+    /// again is read from here.
+    claimed_ns: u64,
+    _pad2: u64,
 }
 
 const HEAD: usize = std::mem::size_of::<Head>();
@@ -289,7 +294,7 @@ const WORKER: usize = std::mem::size_of::<CachePadded<WorkerRec>>();
 /// neighbouring slots do not share a line.
 const STATE: usize = 64;
 const SLOT_HEADER: usize = std::mem::size_of::<SlotHeader>();
-const _: () = assert!(CLIENT == 128 && WORKER == 128 && SLOT_HEADER == 16);
+const _: () = assert!(CLIENT == 128 && WORKER == 128 && SLOT_HEADER == 32);
 
 fn round64(n: usize) -> usize {
     n.div_ceil(64) * 64
@@ -594,7 +599,6 @@ impl<'a> TaskTable<'a> {
     }
 
     /// The decoded word of `slot`, or an error for a corrupt one.
-    #[cfg(test)]
     pub fn word(&self, slot: u32) -> Result<Seen, TableError> {
         let raw = self.load(slot);
         Word::unpack(raw)
@@ -782,11 +786,11 @@ impl<'a> TaskTable<'a> {
     // -- working -----------------------------------------------------------
 
     /// Claims a queued task for worker `w` in incarnation `inc`, or `None`
-    /// if none is queued (wait with [`TaskTable::wait_queued`]). With
-    /// `suspects` false, tasks whose claimants died before are left alone:
-    /// a worker runs such a task only when it holds nothing else, so that a
-    /// second death is the task's own doing, not a neighbour's.
-    pub fn claim(&self, w: u32, inc: u32, suspects: bool) -> Option<Claim> {
+    /// if none is queued (wait with [`TaskTable::wait_queued`]). Tasks whose
+    /// claimants died `suspect_at` times or more are left to an idle worker
+    /// unless `idle`: such a task runs alone, so that its next death is its
+    /// own doing, not a neighbour's.
+    pub fn claim(&self, w: u32, inc: u32, idle: bool, suspect_at: u32) -> Option<Claim> {
         let n = self.params.slots;
         let start = self.head.claim_hint.load(Ordering::Relaxed) % n;
         for k in 0..n {
@@ -795,7 +799,7 @@ impl<'a> TaskTable<'a> {
             let Some(word) = Word::unpack(raw) else {
                 continue;
             };
-            if word.state != SlotState::Queued || (word.deaths > 0 && !suspects) {
+            if word.state != SlotState::Queued || (word.deaths >= suspect_at && !idle) {
                 continue;
             }
             let attempt = (word.attempts + 1).min(MAX_COUNT);
@@ -807,6 +811,9 @@ impl<'a> TaskTable<'a> {
                 ..word
             };
             if self.cas(slot, raw, claimed.pack()) {
+                let mut h = self.header(slot);
+                h.claimed_ns = crate::clock::monotonic_ns();
+                self.set_header(slot, h);
                 self.head.claim_hint.store(slot + 1, Ordering::Relaxed);
                 self.head.stats.claimed.add(1);
                 self.worker(w).current.set(slot as u64 + 1);
@@ -868,6 +875,12 @@ impl<'a> TaskTable<'a> {
             out,
         );
         Ok(())
+    }
+
+    /// When the slot's current claim was made (CLOCK_MONOTONIC ns; for
+    /// measurements: the claimant writes it after its claim).
+    pub fn claimed_ns(&self, slot: u32) -> u64 {
+        self.header(slot).claimed_ns
     }
 
     /// The owning client of a slot (validated against the table's clients).
@@ -1168,7 +1181,7 @@ mod tests {
         t.write_task(&r, b"spin 10");
         assert!(t.publish(r));
         let inc = t.begin_incarnation(1);
-        let cl = t.claim(1, inc, true).unwrap();
+        let cl = t.claim(1, inc, true, 1).unwrap();
         assert_eq!(cl.attempt, 1);
         let mut buf = Vec::new();
         t.read_task(cl.slot, &mut buf).unwrap();
@@ -1198,7 +1211,7 @@ mod tests {
         assert!(t.publish(r));
         for round in 1..=3u32 {
             let inc = t.begin_incarnation(0);
-            let c = t.claim(0, inc, true).unwrap();
+            let c = t.claim(0, inc, true, 1).unwrap();
             assert_eq!(c.attempt, round);
             assert_eq!(c.deaths, round - 1);
             let stale = Claim { ..c };
@@ -1232,9 +1245,9 @@ mod tests {
             assert!(t.publish(r));
         }
         let old = t.begin_incarnation(2);
-        let _c1 = t.claim(2, old, true).unwrap();
+        let _c1 = t.claim(2, old, true, 1).unwrap();
         let new = t.begin_incarnation(2);
-        let c2 = t.claim(2, new, true).unwrap();
+        let c2 = t.claim(2, new, true, 1).unwrap();
         let got = t.reclaim(2, Some(new), Reclaim::Died { max_deaths: 3 }, |_, _| vec![]);
         assert_eq!(got.requeued.len(), 1);
         assert_eq!(t.word(c2.slot).unwrap().word.state, SlotState::Claimed);
@@ -1278,7 +1291,7 @@ mod tests {
                     let mut buf = Vec::new();
                     loop {
                         let e = t.queued_epoch();
-                        match t.claim(w, inc, true) {
+                        match t.claim(w, inc, true, 1) {
                             Some(c) => {
                                 t.read_task(c.slot, &mut buf).unwrap();
                                 if buf == b"end" {

@@ -91,6 +91,25 @@ pub struct TasksSettings {
     pub(crate) seed: u64,
 }
 
+/// A service's settings with the defaults of the command line (for
+/// benchmarks and tests).
+pub(crate) fn service(workers: u32, seed: u64) -> TasksSettings {
+    TasksSettings {
+        tasks: None,
+        table: None,
+        task_count: 0,
+        relay: None,
+        workers,
+        concurrency: 16,
+        queue: 1024,
+        max_attempts: 3,
+        task_timeout: 60.0,
+        task_max: 1024,
+        reply_max: 4096,
+        seed,
+    }
+}
+
 impl TasksSettings {
     /// Checks every bound; the message names the option.
     pub(crate) fn validate(&self) -> Result<(), String> {

@@ -58,7 +58,7 @@ struct Worker<'a> {
     calls: BTreeMap<(u64, u32), (Claim, String, u64)>,
     children: Vec<Running>,
     task: Vec<u8>,
-    /// Holding a task whose claimants died before: claim nothing else.
+    /// Holding a task on its last attempt: claim nothing else.
     alone: bool,
 }
 
@@ -113,20 +113,27 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
         alone: false,
     };
     ctx.attached();
+    // With --max-attempts 1 a first death quarantines: nothing runs alone.
+    let suspect_at = if s.max_attempts >= 2 {
+        s.max_attempts - 1
+    } else {
+        u32::MAX
+    };
     let mut spin = AdaptiveSpin::new(SpinPolicy::handoff());
     loop {
         let stopping = ctx.stop().is_set() || ctl.finish.is_set();
         let epoch = w.table.queued_epoch();
         let mut claimed = false;
         if !stopping {
-            // A task whose worker died before runs alone (see `claim`).
+            // A task's last attempt runs alone (see `claim`), so that only
+            // its own death quarantines it.
             while w.in_flight() < s.concurrency as usize && !w.alone {
                 let idle = w.in_flight() == 0;
-                let Some(c) = w.table.claim(w.index, w.inc, idle) else {
+                let Some(c) = w.table.claim(w.index, w.inc, idle, suspect_at) else {
                     break;
                 };
                 claimed = true;
-                w.alone = c.deaths > 0;
+                w.alone = c.deaths >= suspect_at;
                 w.start(c)?;
             }
         }
@@ -455,6 +462,22 @@ fn drain(r: &mut Running, cap: usize) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         }
+    }
+}
+
+/// Runs a task that needs nothing but the worker itself (`spin`, a call
+/// missing from the table): (status, reply, error). `None` for the kinds
+/// that go in flight or need the relay. Also run by `forkring bench tasks`'
+/// pipe and socket workers, so every pool runs the same worker code.
+pub(crate) fn run_inline(spec: &TaskSpec) -> Option<(Status, String, Option<String>)> {
+    match spec {
+        TaskSpec::Spin { n } => Some((Status::Ok, format!("{:016x}", spin(*n)), None)),
+        TaskSpec::Unknown { key } => Some((
+            Status::Error,
+            String::new(),
+            Some(format!("{key} is not in the command table")),
+        )),
+        _ => None,
     }
 }
 
