@@ -111,6 +111,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) restart_window: Duration,
 
+    /// Seconds to reach the NATS server of --export or --from at start-up,
+    /// 0.001 to 3600; past it the run fails before anything is created
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_connect_timeout, help_heading = "NATS (--export, --from)")]
+    pub(crate) connect_timeout: f64,
+
     /// No progress output (the final summary line is still printed)
     #[arg(long, short)]
     pub(crate) quiet: bool,
@@ -449,7 +454,10 @@ fn run_options(a: &RunArgs, m: &ArgMatches, registry: Registry) -> Result<RunOpt
         a.jobs.iter().map(String::as_str).collect()
     };
     let seed = a.seed.unwrap_or_else(random_seed);
-    let common = Common { seed };
+    let common = Common {
+        seed,
+        connect_timeout: a.connect_timeout,
+    };
     let mut jobs = Vec::new();
     for j in registry.iter() {
         if wanted.contains(&j.name()) {

@@ -5,6 +5,8 @@
 //! - [`shm`]: the IPC substrate (segments, futex waiting, Turn, Semaphore,
 //!   SPSC ring, committed records). The only module with atomics.
 //! - [`control`]: a run's control segment: stop flag, role table, settings.
+//! - [`nats`]: NATS JetStream connections (the only async code), for the
+//!   jobs' bridges beyond one host.
 //! - [`job`]: the job interface.
 //! - [`image`], [`stream`], [`tasks`]: the jobs, each in its own folder.
 //! - [`jobs`]: the registry, the only place that names the jobs.
@@ -24,6 +26,7 @@ pub mod exit;
 pub mod image;
 pub mod job;
 pub mod jobs;
+pub mod nats;
 pub mod ops;
 pub mod outfile;
 pub mod procinfo;

@@ -22,6 +22,27 @@ pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// Bounds of `--connect-timeout`, seconds.
+pub(crate) const CONNECT_TIMEOUT: (f64, f64) = (0.001, 3600.0);
+
+/// Checks a `--connect-timeout` against [`CONNECT_TIMEOUT`].
+pub(crate) fn check_connect_timeout(v: f64) -> Result<(), String> {
+    let (lo, hi) = CONNECT_TIMEOUT;
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--connect-timeout {v} is out of range; give {lo} to {hi} seconds"
+        ))
+    }
+}
+
+/// Parses a `--connect-timeout`.
+pub(crate) fn parse_connect_timeout(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s, "a number of seconds")?;
+    check_connect_timeout(v).map(|()| v)
+}
+
 /// Parses a number of seconds in [`MIN_SECONDS`, `MAX_SECONDS`] as `f64`.
 pub(crate) fn parse_seconds_f64(s: &str) -> Result<f64, String> {
     parse_seconds(s).map(|d| d.as_secs_f64())

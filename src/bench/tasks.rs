@@ -243,6 +243,7 @@ fn empty_task() -> Vec<u8> {
         text: "spin 0".into(),
         queued_ns: 0,
         spec: TaskSpec::Spin { n: 0 },
+        queue: None,
     })
 }
 

@@ -25,6 +25,9 @@ pub enum JobError {
     /// reports in its own words (exit code 1).
     #[error("{0}")]
     Failed(String),
+    /// NATS: unreachable, no JetStream, a refused or unfit stream.
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsError),
     /// A role process found its supervisor gone.
     #[error("the supervisor of run {run} is gone")]
     SupervisorGone {

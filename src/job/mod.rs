@@ -43,6 +43,9 @@ pub type Registry = &'static [&'static dyn Job];
 pub struct Common {
     /// Seed of every random choice (given, or drawn and recorded).
     pub seed: u64,
+    /// Seconds a job that connects to NATS (`--export`, `--from`) gives the
+    /// server to answer at start-up.
+    pub connect_timeout: f64,
 }
 
 /// Where a job's segments and working files live.

@@ -1081,6 +1081,12 @@ impl<'a> TaskTable<'a> {
         self.head.done.load()
     }
 
+    /// A bell that wakes whoever waits in [`TaskTable::wait_done`], for
+    /// another thread of the recorder's process that hands it work.
+    pub fn recorder_bell(&self) -> RecorderBell<'a> {
+        RecorderBell(&self.head.done)
+    }
+
     /// Waits until a result was committed after `epoch` was read.
     pub fn wait_done(&self, epoch: u32, deadline: impl Into<Deadline>) -> Result<u32, TimedOut> {
         self.head
@@ -1132,6 +1138,19 @@ impl<'a> TaskTable<'a> {
         self.client(c)
             .recorded
             .wait_until(|v| v != epoch, SpinPolicy::SLEEP, deadline)
+    }
+}
+
+/// Wakes the recorder as if a result had been committed (see
+/// [`TaskTable::recorder_bell`]); it then finds no new result and looks at
+/// what else it was given.
+#[derive(Debug, Clone, Copy)]
+pub struct RecorderBell<'a>(&'a FutexCell);
+
+impl RecorderBell<'_> {
+    /// Rings: moves the done epoch and wakes its sleepers.
+    pub fn ring(&self) {
+        self.0.fetch_add(1);
     }
 }
 

@@ -21,7 +21,7 @@
 //! the last commit (they cannot have been freed: freeing follows a commit),
 //! and abandons the slots it was still filling.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -104,6 +104,39 @@ pub(crate) struct Recorder<'a> {
     result: Vec<u8>,
     /// Where the next scan for results starts (a hint).
     scan_from: u32,
+    /// How the run's own client is named in the records: `client`, or the
+    /// tasks subject of `--from`.
+    own_name: String,
+    /// Whether to keep the own records just made for [`take_own`]
+    /// (`--from`: they are published and acknowledged).
+    ///
+    /// [`take_own`]: Recorder::take_own
+    track_own: bool,
+    own_out: Vec<OwnRecord>,
+}
+
+/// A record of the run's own client, as written to the working file.
+#[derive(Debug)]
+pub(crate) struct OwnRecord {
+    /// The task's line (with `--from`: its stream sequence number).
+    pub(crate) line: u64,
+    /// Whether it was quarantined.
+    pub(crate) quarantined: bool,
+    /// The JSON line, without its newline.
+    pub(crate) json: Vec<u8>,
+    /// Where it is in the working file.
+    pub(crate) span: Span,
+    /// The task's ack subject (`--from`).
+    pub(crate) ack: Option<String>,
+}
+
+/// Where a record sits in the working file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    /// Byte offset.
+    pub(crate) offset: u64,
+    /// Bytes, without the newline.
+    pub(crate) len: u64,
 }
 
 impl std::fmt::Debug for Recorder<'_> {
@@ -149,6 +182,13 @@ impl<'a> Recorder<'a> {
             task: Vec::new(),
             result: Vec::new(),
             scan_from: 0,
+            own_name: segs
+                .settings()
+                .intake
+                .as_ref()
+                .map_or_else(|| OWN_NAME.to_string(), |i| i.tasks_subject.clone()),
+            track_own: segs.settings().intake.is_some(),
+            own_out: Vec::new(),
         })
     }
 
@@ -162,29 +202,52 @@ impl<'a> Recorder<'a> {
         &self.path
     }
 
-    /// Lines of the run's own client recorded in the working file.
-    pub(crate) fn own_lines(&self) -> Result<HashSet<u64>, JobError> {
+    /// Lines of the run's own client recorded in the working file, with
+    /// where each record is.
+    pub(crate) fn own_records(&self) -> Result<HashMap<u64, Span>, JobError> {
         use std::io::BufRead;
         let f = File::open(&self.path)
             .map_err(|e| JobError::Failed(format!("{}: {e}", self.path.display())))?;
-        let mut out = HashSet::new();
-        let mut read = 0u64;
+        let mut out = HashMap::new();
+        let mut offset = 0u64;
         for line in std::io::BufReader::new(f).lines() {
             let line =
                 line.map_err(|e| JobError::Failed(format!("{}: {e}", self.path.display())))?;
-            read += line.len() as u64 + 1;
-            if read > self.st.file_offset {
+            let at = offset;
+            offset += line.len() as u64 + 1;
+            if offset > self.st.file_offset {
                 break;
             }
             let v: serde_json::Value = serde_json::from_str(&line)
                 .map_err(|e| JobError::Failed(format!("{}: {e}", self.path.display())))?;
-            if v["client"] == OWN_NAME
+            if v["client"] == self.own_name.as_str()
                 && let Some(l) = v["line"].as_u64()
             {
-                out.insert(l);
+                out.insert(
+                    l,
+                    Span {
+                        offset: at,
+                        len: line.len() as u64,
+                    },
+                );
             }
         }
         Ok(out)
+    }
+
+    /// Reads the record at `span` of the working file.
+    pub(crate) fn read_record(&self, span: Span) -> Result<Vec<u8>, JobError> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; span.len as usize];
+        self.file
+            .read_exact_at(&mut buf, span.offset)
+            .map_err(|e| JobError::Failed(format!("{}: {e}", self.path.display())))?;
+        Ok(buf)
+    }
+
+    /// The own records made since the last call (only with `--from`).
+    pub(crate) fn take_own(&mut self) -> Vec<OwnRecord> {
+        std::mem::take(&mut self.own_out)
     }
 
     fn utc(&self, mono_ns: u64) -> String {
@@ -219,7 +282,13 @@ impl<'a> Recorder<'a> {
                     format!("task slot {}: result unreadable: {e}", seen.slot),
                 )
             })?;
-            let name = client_name(owner, self.table.client_identity(owner));
+            let own = owner == 0;
+            let name = if own {
+                self.own_name.clone()
+            } else {
+                client_name(owner, self.table.client_identity(owner))
+            };
+            let at = lines.len();
             let line = json!({
                 "id": format!("{name}/{}", task.line),
                 "client": name,
@@ -240,7 +309,23 @@ impl<'a> Recorder<'a> {
                 "latency_s": res.done_ns.saturating_sub(task.queued_ns) as f64 / 1e9,
                 "run_s": res.done_ns.saturating_sub(res.started_ns) as f64 / 1e9,
             });
+            let mut line = line;
+            if let Some(q) = &task.queue {
+                line["delivered"] = q.delivered.into();
+            }
             serde_json::to_writer(&mut lines, &line).expect("JSON to a Vec");
+            if own && self.track_own {
+                self.own_out.push(OwnRecord {
+                    line: task.line,
+                    quarantined: res.status == spec::Status::Quarantined,
+                    json: lines[at..].to_vec(),
+                    span: Span {
+                        offset: self.st.file_offset + at as u64,
+                        len: (lines.len() - at) as u64,
+                    },
+                    ack: task.queue.as_ref().map(|q| q.ack.clone()),
+                });
+            }
             lines.push(b'\n');
             st.recorded += 1;
             match res.status {
@@ -251,7 +336,6 @@ impl<'a> Recorder<'a> {
             if seen.word.attempts > 1 {
                 st.retried += 1;
             }
-            let own = owner == 0;
             if own {
                 st.own_recorded += 1;
             }
@@ -305,6 +389,9 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     let segs = TasksSegments::open(ctx.run, s, Access::ReadWrite)?;
     let table = segs.table()?;
     let ctl = segs.control()?;
+    if let Some(i) = &s.intake {
+        return run_queue(ctx, s, i, &segs);
+    }
     let own = own_tasks(s)?;
     let mut rec = Recorder::attach(&segs, ctx.out)?;
     table.abandon_filling(0);
@@ -312,7 +399,7 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     // the working file (carried over from an earlier, stopped run): not to
     // be submitted again.
     let accepted = accepted_lines(&table, 0, rec.state().next_line)?;
-    let recorded = rec.own_lines()?;
+    let recorded = rec.own_records()?;
     let mut next = own.partition_point(|(line, _, _)| *line < rec.state().next_line);
     let mut submitted = rec.state().own_submitted;
     let total = own.len() as u64;
@@ -325,11 +412,11 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
         if !stopping {
             while next < own.len() {
                 let (line, text, spec) = &own[next];
-                if recorded.contains(line) {
+                if recorded.contains_key(line) {
                     next += 1;
                     continue;
                 }
-                if accepted.contains(line) {
+                if accepted.contains_key(line) {
                     next += 1;
                     submitted += 1;
                     continue;
@@ -341,6 +428,7 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
                     text: text.clone(),
                     queued_ns: monotonic_ns(),
                     spec: spec.clone(),
+                    queue: None,
                 }));
                 table.write_task(&r, &scratch);
                 if !table.publish(r) {
@@ -381,13 +469,13 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
 }
 
 /// Lines of client `c` at or after `from` already published (QUEUED,
-/// CLAIMED, DONE or RECORDED).
+/// CLAIMED, DONE or RECORDED), with their ack subjects (`--from`).
 pub(crate) fn accepted_lines(
     table: &TaskTable<'_>,
     c: u32,
     from: u64,
-) -> Result<HashSet<u64>, JobError> {
-    let mut out = HashSet::new();
+) -> Result<HashMap<u64, Option<String>>, JobError> {
+    let mut out = HashMap::new();
     let mut buf = Vec::new();
     for st in [
         SlotState::Queued,
@@ -403,9 +491,197 @@ pub(crate) fn accepted_lines(
             let t: TaskWire = spec::decode(&buf)
                 .map_err(|e| JobError::corrupt("tasks", format!("task slot {}: {e}", seen.slot)))?;
             if t.line >= from {
-                out.insert(t.line);
+                out.insert(t.line, t.queue.map(|q| q.ack));
             }
         }
     }
     Ok(out)
+}
+
+/// Submits one task of the run's own client; `false` if the table is full.
+fn submit_own(
+    table: &TaskTable<'_>,
+    scratch: &mut Vec<u8>,
+    wire: &TaskWire,
+) -> Result<bool, JobError> {
+    let Some(r) = table.reserve(0) else {
+        return Ok(false);
+    };
+    scratch.clear();
+    scratch.extend(spec::encode(wire));
+    table.write_task(&r, scratch);
+    if !table.publish(r) {
+        return Err(JobError::Failed(
+            "the client lost a slot it was filling; another process abandoned it".into(),
+        ));
+    }
+    Ok(true)
+}
+
+/// The client with `--from`: tasks come from the intake thread, results go
+/// back to it to be published and acknowledged.
+///
+/// Crash safety: what the client holds in memory is rebuilt on restart.
+/// Tasks in the table carry their ack subjects; results in the working
+/// file are found by stream sequence. A message delivered again is
+/// matched against both: running → only its newer ack subject is kept;
+/// recorded → its result is published again (the results stream drops
+/// the duplicate) and it is acknowledged.
+fn run_queue(
+    ctx: &RoleCtx<'_>,
+    s: &TasksSettings,
+    q: &super::intake::IntakeSettings,
+    segs: &TasksSegments,
+) -> Result<(), JobError> {
+    use super::intake::{FromIntake, Intake, ToIntake};
+    let table = segs.table()?;
+    let ctl = segs.control()?;
+    let commands = match &s.table {
+        Some(t) => {
+            t.check()?;
+            Some(spec::read_table(&t.path).map_err(|e| JobError::Failed(e.to_string()))?)
+        }
+        None => None,
+    };
+    let mut rec = Recorder::attach(segs, ctx.out)?;
+    table.abandon_filling(0);
+    // seq → ack subject of every own task in the table.
+    let mut running: HashMap<u64, Option<String>> = accepted_lines(&table, 0, 0)?;
+    // seq → record of every result that may not be acknowledged yet.
+    let mut unacked: HashMap<u64, Span> = rec.own_records()?;
+    let mut backlog: VecDeque<super::intake::Delivery> = VecDeque::new();
+    let stats = &ctl.intake;
+    ctx.attached();
+    std::thread::scope(|scope| {
+        let intake = Intake::start(scope, q.clone(), table.recorder_bell());
+        // Results recorded before a restart whose acks may be lost: the
+        // redelivery of their messages finds them in `unacked`.
+        let mut scratch = Vec::new();
+        let mut drained = false;
+        let mut room_sent = usize::MAX;
+        let result = (|| -> Result<(), JobError> {
+            loop {
+                let stopping = ctx.stop().is_set() || ctl.finish.is_set();
+                let epoch = table.done_epoch();
+                let mut progress = 0usize;
+                while let Some(m) = intake.try_recv() {
+                    progress += 1;
+                    match m {
+                        FromIntake::Task(d) => {
+                            stats.delivered.add(1);
+                            if d.delivered > 1 {
+                                stats.redelivered.add(1);
+                            }
+                            if let Some(a) = running.get_mut(&d.seq) {
+                                *a = Some(d.ack);
+                            } else if let Some(span) = unacked.get(&d.seq) {
+                                let json = rec.read_record(*span)?;
+                                let term = serde_json::from_slice::<serde_json::Value>(&json)
+                                    .is_ok_and(|v| v["status"] == "quarantined");
+                                intake.send(ToIntake::Result {
+                                    seq: d.seq,
+                                    ack: d.ack,
+                                    json,
+                                    term,
+                                });
+                            } else {
+                                backlog.push_back(d);
+                            }
+                        }
+                        FromIntake::Acked(seq) => {
+                            unacked.remove(&seq);
+                            stats.acked.add(1);
+                        }
+                        FromIntake::Drained => drained = true,
+                        FromIntake::Link(l) => stats.link.set(l as u64 + 1),
+                        FromIntake::Failed(e) => return Err(e.into()),
+                    }
+                }
+                while !stopping && let Some(d) = backlog.front() {
+                    let (text, spec) = match &d.text {
+                        Ok(t) if d.delivered > q.max_attempts as u64 => (
+                            t.clone(),
+                            TaskSpec::Poison {
+                                deliveries: d.delivered,
+                                max: q.max_attempts,
+                            },
+                        ),
+                        Ok(t) => match spec::parse_line(t, commands.as_ref()) {
+                            Ok(Some(sp)) => (t.clone(), sp),
+                            Ok(None) => (
+                                t.clone(),
+                                TaskSpec::Invalid {
+                                    error: "the message is blank or a comment, not a task".into(),
+                                },
+                            ),
+                            Err(e) => (t.clone(), TaskSpec::Invalid { error: e }),
+                        },
+                        Err(e) => (String::new(), TaskSpec::Invalid { error: e.clone() }),
+                    };
+                    let mut wire = TaskWire {
+                        line: d.seq,
+                        text,
+                        queued_ns: monotonic_ns(),
+                        spec,
+                        queue: Some(spec::Queued {
+                            ack: d.ack.clone(),
+                            delivered: d.delivered,
+                        }),
+                    };
+                    if spec::encode(&wire).len() > s.task_max as usize {
+                        wire.spec = TaskSpec::Invalid {
+                            error: format!(
+                                "the task is larger than --task-max {} bytes",
+                                s.task_max
+                            ),
+                        };
+                        wire.text = wire.text.chars().take(64).collect();
+                    }
+                    if !submit_own(&table, &mut scratch, &wire)? {
+                        break;
+                    }
+                    running.insert(d.seq, Some(d.ack.clone()));
+                    backlog.pop_front();
+                    progress += 1;
+                }
+                progress += rec.record_done()?;
+                for o in rec.take_own() {
+                    let ack = running.remove(&o.line).flatten().or(o.ack);
+                    unacked.insert(o.line, o.span);
+                    if let Some(ack) = ack {
+                        intake.send(ToIntake::Result {
+                            seq: o.line,
+                            ack,
+                            json: o.json,
+                            term: o.quarantined,
+                        });
+                    }
+                }
+                let room = (s.queue as usize).saturating_sub(running.len() + backlog.len());
+                let room = if stopping { 0 } else { room };
+                if room != room_sent {
+                    intake.send(ToIntake::Room(room));
+                    room_sent = room;
+                }
+                let idle = running.is_empty() && backlog.is_empty();
+                if q.drain && drained && idle && rec.state().complete == 0 {
+                    rec.drain()?;
+                    rec.mark_complete();
+                }
+                if rec.state().complete == 1 || (stopping && progress == 0) {
+                    rec.drain()?;
+                    intake.send(ToIntake::Close);
+                    return Ok(());
+                }
+                if progress > 0 {
+                    continue;
+                }
+                if table.wait_done(epoch, SLICE).is_err() {
+                    ctx.require_supervisor()?;
+                }
+            }
+        })();
+        intake.send(ToIntake::Close);
+        result
+    })
 }

@@ -30,6 +30,10 @@ pub(crate) struct TasksHost {
 impl TasksHost {
     /// Creates the segments of a new run (and the relay's input array).
     pub(crate) fn create(at: Place<'_>, s: &TasksSettings) -> Result<Self, JobError> {
+        if let Some(i) = &s.intake {
+            // Before anything exists: a bad server fails the run here.
+            super::intake::preflight(i)?;
+        }
         // A working file of an earlier run of this name belongs to state
         // that no longer exists.
         let _ = std::fs::remove_file(at.out.join(PARTIAL_NAME));
@@ -296,6 +300,30 @@ impl JobHost for TasksHost {
             Counter::count("quarantined", stats.map_or(0, |s| s.1), "tasks", None),
             Counter::count("returned", stats.map_or(0, |s| s.2), "tasks", None),
         ];
+        if s.intake.is_some()
+            && let Ok(c) = self.segs.control()
+        {
+            let i = &c.intake;
+            counters.push(Counter::count(
+                "pulled",
+                i.delivered.get(),
+                "messages",
+                None,
+            ));
+            counters.push(Counter::count(
+                "redelivered",
+                i.redelivered.get(),
+                "messages",
+                None,
+            ));
+            counters.push(Counter::count("acked", i.acked.get(), "messages", None));
+            counters.push(Counter::count(
+                "nats_connected",
+                (i.link.get() == 2) as u64,
+                "link",
+                None,
+            ));
+        }
         if let Ok(t) = self.segs.table() {
             let mut buf = Vec::new();
             for w in 0..s.workers {
@@ -374,6 +402,15 @@ impl JobHost for TasksHost {
             "per_worker": per_worker,
             "workers": s.workers,
             "relay": self.relay_section(ctx.seconds)?,
+            "from": s.intake.as_ref().map(|i| {
+                let mut v = i.to_json();
+                if let Ok(c) = self.segs.control() {
+                    v["pulled"] = c.intake.delivered.get().into();
+                    v["redelivered"] = c.intake.redelivered.get().into();
+                    v["acked"] = c.intake.acked.get().into();
+                }
+                v
+            }),
             "run": self.run.as_str(),
             "files": { FINAL_NAME: { "bytes": written.bytes, "sha256": written.sha256 } },
         }))

@@ -12,7 +12,9 @@ use crate::shm::header::HEADER_SIZE;
 use crate::shm::layout::Fingerprint;
 use crate::shm::segment::{Access, Region, Segment, SegmentSpec};
 use crate::shm::taskq::{self, MAX_CLIENTS, TableParams, TaskTable};
-use crate::shm::{CachePadded, Committed, CreatedSegments, Flag, Param64, RunName, SegmentsError};
+use crate::shm::{
+    CachePadded, Committed, CreatedSegments, Flag, Param64, RunName, SegmentsError, Stat64,
+};
 
 use super::settings::TasksSettings;
 
@@ -83,7 +85,27 @@ pub(crate) struct TasksControl {
     pub(crate) unix_base_ms: CachePadded<Param64>,
     /// The recorder's committed state.
     pub(crate) recorder: CachePadded<Committed<RecorderState>>,
+    /// The intake's counters (`--from`; display only).
+    pub(crate) intake: CachePadded<IntakeStats>,
 }
+
+/// Counters of the intake from NATS, for progress and `status`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct IntakeStats {
+    /// Messages taken from the queue (deliveries).
+    pub(crate) delivered: Stat64,
+    /// Of which deliveries after the first (a run died holding them, or
+    /// their ack wait passed).
+    pub(crate) redelivered: Stat64,
+    /// Results published and their messages acknowledged.
+    pub(crate) acked: Stat64,
+    /// The link: 0 not started, 1 connecting, 2 up, 3 down.
+    pub(crate) link: Stat64,
+}
+
+// SAFETY: repr(C) of Stat64 cells.
+unsafe impl ShmSafe for IntakeStats {}
 
 // SAFETY: repr(C); every field is ShmSafe.
 unsafe impl ShmSafe for TasksControl {}
@@ -105,6 +127,7 @@ const TASKS_FP: u64 = {
         .num(std::mem::offset_of!(RecorderState, complete))
         .num(std::mem::offset_of!(RecorderState, pending))
         .num(std::mem::size_of::<Pending>())
+        .num(std::mem::offset_of!(TasksControl, intake))
         .num(TABLE_AT);
     let mut i = 0;
     while i < taskq::LAYOUT.len() {

@@ -15,6 +15,7 @@
 
 pub(crate) mod client;
 pub(crate) mod host;
+pub(crate) mod intake;
 pub(crate) mod layout;
 pub(crate) mod relay;
 pub mod settings;

@@ -11,6 +11,7 @@ use crate::shm::Access;
 
 use super::JOB;
 use super::host::TasksHost;
+use super::intake::{IntakeOpts, IntakeSettings};
 use super::relay::Relay;
 use super::spec;
 
@@ -89,6 +90,8 @@ pub struct TasksSettings {
     pub(crate) reply_max: u32,
     /// Seed (relay data).
     pub(crate) seed: u64,
+    /// The intake from a NATS work queue (`--from`), instead of a file.
+    pub(crate) intake: Option<IntakeSettings>,
 }
 
 /// A service's settings with the defaults of the command line (for
@@ -107,6 +110,7 @@ pub(crate) fn service(workers: u32, seed: u64) -> TasksSettings {
         task_max: 1024,
         reply_max: 4096,
         seed,
+        intake: None,
     }
 }
 
@@ -139,6 +143,14 @@ impl TasksSettings {
         if let Some(r) = &self.relay {
             r.validate()?;
         }
+        if let Some(i) = &self.intake {
+            if self.tasks.is_some() || self.relay.is_some() {
+                return Err(
+                    "--from takes the tasks from NATS; it excludes --tasks and --pipeline".into(),
+                );
+            }
+            i.validate()?;
+        }
         Ok(())
     }
 
@@ -166,7 +178,8 @@ pub(crate) struct TaskOpts {
     /// `IP:COMMAND` (see --table) [default: none: serve `forkring submit`]
     #[arg(long, value_name = "FILE", help_heading = HEADING)]
     pub(crate) tasks: Option<PathBuf>,
-    /// Command table for IP:COMMAND tasks: lines `IP:COMMAND<TAB>SECONDS<TAB>REPLY`
+    /// Command table for IP:COMMAND tasks (of --tasks or --from): lines
+    /// `IP:COMMAND<TAB>SECONDS<TAB>REPLY`
     #[arg(long, value_name = "FILE", help_heading = HEADING)]
     pub(crate) table: Option<PathBuf>,
     /// Worker processes, 1 to 1000 [default: 2]
@@ -196,6 +209,8 @@ pub(crate) struct TaskOpts {
     pub(crate) reply_max: Option<u32>,
     #[command(flatten)]
     pub(crate) relay: super::relay::RelayOpts,
+    #[command(flatten)]
+    pub(crate) intake: IntakeOpts,
 }
 
 /// The ids of every task pool option of `forkring run`.
@@ -220,7 +235,9 @@ pub(super) fn run_options(cmd: clap::Command) -> clap::Command {
 }
 
 pub(super) fn options_given(m: &ArgMatches) -> Vec<String> {
-    crate::job::given(m, &OPTION_IDS)
+    let mut v = crate::job::given(m, &OPTION_IDS);
+    v.extend(crate::job::given(m, &super::intake::OPTION_IDS));
+    v
 }
 
 pub(super) fn from_args(m: &ArgMatches, common: &Common) -> Result<TasksSettings, JobError> {
@@ -238,14 +255,21 @@ pub(super) fn from_args(m: &ArgMatches, common: &Common) -> Result<TasksSettings
         task_max: o.task_max.unwrap_or(1024),
         reply_max: o.reply_max.unwrap_or(4096),
         seed: common.seed,
+        intake: None,
     };
+    s.intake = o.intake.settings(common.connect_timeout, s.max_attempts)?;
+    if s.intake.is_some() && (o.tasks.is_some() || s.relay.is_some()) {
+        return Err(JobError::Usage(
+            "--from takes the tasks from NATS; it excludes --tasks and --pipeline".into(),
+        ));
+    }
     if o.tasks.is_some() && s.relay.is_some() {
         return Err(JobError::Usage(
             "--tasks and --pipeline exclude each other; give one".into(),
         ));
     }
     s.validate().map_err(JobError::Usage)?;
-    if o.table.is_some() && o.tasks.is_none() {
+    if o.table.is_some() && o.tasks.is_none() && s.intake.is_none() {
         return Err(JobError::Usage(
             "--table applies to the IP:COMMAND tasks of --tasks; give --tasks FILE (or pass the table to `forkring submit`)".into(),
         ));
@@ -319,6 +343,11 @@ impl JobSettings for TasksSettings {
             Difference::of("--task-max", Some(a.task_max), Some(b.task_max)),
             Difference::of("--reply-max", Some(a.reply_max), Some(b.reply_max)),
             Difference::of(
+                "--from",
+                a.intake.as_ref().map(|i| i.to_json().to_string()),
+                b.intake.as_ref().map(|i| i.to_json().to_string()),
+            ),
+            Difference::of(
                 "--seed",
                 a.relay.as_ref().map(|_| a.seed),
                 b.relay.as_ref().map(|_| b.seed),
@@ -334,7 +363,7 @@ impl JobSettings for TasksSettings {
         }
     }
     fn ends_run(&self) -> bool {
-        self.has_own_work()
+        self.has_own_work() || self.intake.as_ref().is_some_and(|i| i.drain)
     }
     fn to_json(&self) -> Value {
         json!({
@@ -350,6 +379,7 @@ impl JobSettings for TasksSettings {
             "task_max_bytes": self.task_max,
             "reply_max_bytes": self.reply_max,
             "seed": self.seed,
+            "from": self.intake.as_ref().map(IntakeSettings::to_json),
         })
     }
     fn create(&self, at: Place<'_>) -> Result<Box<dyn JobHost>, JobError> {

@@ -53,6 +53,19 @@ pub(crate) enum TaskSpec {
         /// `IP:COMMAND`.
         key: String,
     },
+    /// A queued message that is not a task line: an error result.
+    Invalid {
+        /// Why, as the task file check would say it.
+        error: String,
+    },
+    /// A queued message delivered more than `--max-attempts` times without
+    /// a result (the runs that took it died): quarantined, not run.
+    Poison {
+        /// Deliveries so far.
+        deliveries: u64,
+        /// `--max-attempts`.
+        max: u32,
+    },
     /// A chunk of a relay pipeline over the run's data segment.
     Chunk {
         /// First element.
@@ -70,6 +83,8 @@ impl TaskSpec {
             TaskSpec::Exec { .. } => "exec",
             TaskSpec::Call { .. } | TaskSpec::Unknown { .. } => "call",
             TaskSpec::Chunk { .. } => "chunk",
+            TaskSpec::Invalid { .. } => "invalid",
+            TaskSpec::Poison { .. } => "unrun",
         }
     }
 }
@@ -85,6 +100,18 @@ pub(crate) struct TaskWire {
     pub(crate) queued_ns: u64,
     /// What to do.
     pub(crate) spec: TaskSpec,
+    /// The JetStream message it came from (`--from`).
+    pub(crate) queue: Option<Queued>,
+}
+
+/// Where a task from a work queue came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Queued {
+    /// The message's ack subject, kept here so that a restarted client can
+    /// still acknowledge it.
+    pub(crate) ack: String,
+    /// Deliveries of the message, this one included.
+    pub(crate) delivered: u64,
 }
 
 /// How a task ended.
@@ -313,6 +340,7 @@ pub(crate) fn parse_tasks(
             text: text.clone(),
             queued_ns: u64::MAX,
             spec: spec.clone(),
+            queue: None,
         })
         .len();
         if size > task_max as usize {
@@ -420,6 +448,7 @@ mod tests {
             text: "spin 3".into(),
             queued_ns: 99,
             spec: TaskSpec::Spin { n: 3 },
+            queue: None,
         };
         assert_eq!(decode::<TaskWire>(&encode(&w)), Ok(w));
         assert!(decode::<TaskWire>(&[0xff; 8]).is_err());

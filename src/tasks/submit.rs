@@ -48,10 +48,40 @@ fn command() -> clap::Command {
         .arg(
             Arg::new("run")
                 .long("run")
-                .required(true)
+                .required_unless_present("to")
+                .conflicts_with("to")
                 .value_name("NAME")
                 .value_parser(|s: &str| RunName::new(s).map_err(|e| e.to_string()))
                 .help("The run to submit to (see `forkring status`)"),
+        )
+        .arg(
+            Arg::new("to")
+                .long("to")
+                .value_name("URL")
+                .help("Instead of a run: queue the tasks on a NATS JetStream work queue (nats://HOST:PORT), for the runs started with --from to take; creates the queue's stream if missing. Each line's Nats-Msg-Id is the client identity and the line number, so the same command queues nothing twice within the stream's dedup window"),
+        )
+        .arg(
+            Arg::new("tasks_subject")
+                .long("tasks-subject")
+                .requires("to")
+                .value_name("SUBJECT")
+                .help("With --to: the subject of the queue [default: forkring.tasks]"),
+        )
+        .arg(
+            Arg::new("tasks_stream")
+                .long("tasks-stream")
+                .requires("to")
+                .value_name("NAME")
+                .help("With --to: the queue's stream [default: the stream that captures the subject, else one created as the subject in upper case]"),
+        )
+        .arg(
+            Arg::new("connect_timeout")
+                .long("connect-timeout")
+                .requires("to")
+                .value_name("SECS")
+                .default_value("5")
+                .value_parser(crate::units::parse_connect_timeout)
+                .help("With --to: seconds to reach the server, 0.001 to 3600"),
         )
         .arg(
             Arg::new("file")
@@ -101,9 +131,12 @@ fn identity_of(id: Option<&String>, path: &std::path::Path, content: &[u8]) -> u
 }
 
 fn submit(m: &ArgMatches) -> Result<(), JobError> {
-    let run = m.get_one::<RunName>("run").expect("required");
     let file = m.get_one::<PathBuf>("file").expect("required");
     let as_json = m.get_flag("json");
+    if let Some(url) = m.get_one::<String>("to") {
+        return submit_to_queue(m, url, file, as_json);
+    }
+    let run = m.get_one::<RunName>("run").expect("required unless --to");
     // The run: live, with a task pool.
     let control = match Control::open(run, Access::ReadWrite) {
         Ok(c) => c,
@@ -188,13 +221,14 @@ fn submit(m: &ArgMatches) -> Result<(), JobError> {
         let mut progressed = false;
         while next < tasks.len() {
             let (line, text, spec) = &tasks[next];
-            if !accepted.contains(line) {
+            if !accepted.contains_key(line) {
                 let Some(r) = table.reserve(c) else { break };
                 buf = spec::encode(&TaskWire {
                     line: *line,
                     text: text.clone(),
                     queued_ns: crate::clock::monotonic_ns(),
                     spec: spec.clone(),
+                    queue: None,
                 });
                 table.write_task(&r, &buf);
                 if !table.publish(r) {
@@ -265,6 +299,79 @@ fn submit(m: &ArgMatches) -> Result<(), JobError> {
             let _ = table.wait_freed(freed, SLICE / 10);
         }
     }
+}
+
+/// `forkring submit --to URL FILE`: queues FILE's task lines.
+fn submit_to_queue(
+    m: &ArgMatches,
+    url: &str,
+    file: &std::path::Path,
+    as_json: bool,
+) -> Result<(), JobError> {
+    use crate::nats::names;
+    let usage = JobError::Usage;
+    let url = crate::nats::Endpoint::parse("--to", url).map_err(usage)?;
+    let subject = names::subject(
+        "--tasks-subject",
+        m.get_one::<String>("tasks_subject")
+            .map_or("forkring.tasks", String::as_str),
+    )
+    .map_err(usage)?;
+    let (stream, named) = match m.get_one::<String>("tasks_stream") {
+        Some(n) => (names::name("--tasks-stream", n).map_err(usage)?, true),
+        None => (names::stream_for(&subject), false),
+    };
+    let timeout = *m.get_one::<f64>("connect_timeout").expect("has a default");
+    let path = std::fs::canonicalize(file)
+        .map_err(|e| JobError::Usage(format!("{}: {e}", file.display())))?;
+    let content =
+        std::fs::read(&path).map_err(|e| JobError::Usage(format!("{}: {e}", path.display())))?;
+    let text = String::from_utf8(content.clone())
+        .map_err(|_| JobError::Usage(format!("{}: not UTF-8 text", path.display())))?;
+    let table_map = match m.get_one::<PathBuf>("table") {
+        Some(t) => Some(spec::read_table(t).map_err(|e| JobError::Usage(e.to_string()))?),
+        None => None,
+    };
+    // Checked whole before anything is queued (the size against the
+    // largest --task-max, as the run's own check comes later).
+    let tasks = spec::parse_tasks(&text, table_map.as_ref(), super::settings::bounds::BYTES.1)
+        .map_err(|d| JobError::Usage(format!("{}: {d}", path.display())))?;
+    let identity = identity_of(m.get_one::<String>("id"), &path, &content);
+    let lines: Vec<(String, String)> = tasks
+        .iter()
+        .map(|(line, text, _)| (format!("{identity:016x}/{line}"), text.clone()))
+        .collect();
+    let q = super::intake::Queue {
+        url: &url,
+        subject: &subject,
+        stream: &stream,
+        named,
+        timeout: std::time::Duration::from_secs_f64(timeout),
+    };
+    let (stored, duplicates) = q.enqueue(&lines)?;
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "url": url.as_str(),
+                "subject": subject,
+                "stream": stream,
+                "queued": stored,
+                "duplicates": duplicates,
+            })
+        );
+    } else {
+        println!(
+            "forkring submit: queued {stored} tasks of {} on {subject} at {url}{}",
+            path.display(),
+            if duplicates > 0 {
+                format!(" ({duplicates} were already queued: not queued again)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Whether client `c` still has a task in the table.

@@ -213,29 +213,6 @@ impl Worker<'_> {
             }
         };
         match wire.spec {
-            TaskSpec::Spin { n } => {
-                let v = spin(n);
-                self.commit(
-                    c,
-                    Status::Ok,
-                    format!("{v:016x}"),
-                    false,
-                    None,
-                    None,
-                    started,
-                );
-            }
-            TaskSpec::Unknown { key } => {
-                self.commit(
-                    c,
-                    Status::Error,
-                    String::new(),
-                    false,
-                    Some(format!("{key} is not in the command table")),
-                    None,
-                    started,
-                );
-            }
             TaskSpec::Call { seconds, reply, .. } => {
                 let due = started + (seconds * 1e9) as u64;
                 self.calls.insert((due, c.slot), (c, reply, started));
@@ -264,6 +241,17 @@ impl Worker<'_> {
                     Ok(reply) => (Status::Ok, reply, None),
                     Err(e) => (Status::Error, String::new(), Some(e)),
                 };
+                self.commit(c, status, reply, false, error, None, started);
+            }
+            inline @ (TaskSpec::Spin { .. }
+            | TaskSpec::Unknown { .. }
+            | TaskSpec::Invalid { .. }
+            | TaskSpec::Poison { .. }) => {
+                let (status, reply, error) = run_inline(&inline).unwrap_or((
+                    Status::Error,
+                    String::new(),
+                    Some(format!("a {} task cannot run inline", inline.kind())),
+                ));
                 self.commit(c, status, reply, false, error, None, started);
             }
         }
@@ -475,8 +463,9 @@ fn drain(r: &mut Running, cap: usize) {
 }
 
 /// Runs a task that needs nothing but the worker itself (`spin`, a call
-/// missing from the table): (status, reply, error). `None` for the kinds
-/// that go in flight or need the relay. Also run by `forkring bench tasks`'
+/// missing from the table, a line that is not a task, a message delivered
+/// too often): (status, reply, error). `None` for the kinds that go in
+/// flight or need the relay. Also run by `forkring bench tasks`'
 /// pipe and socket workers, so every pool runs the same worker code.
 pub(crate) fn run_inline(spec: &TaskSpec) -> Option<(Status, String, Option<String>)> {
     match spec {
@@ -485,6 +474,14 @@ pub(crate) fn run_inline(spec: &TaskSpec) -> Option<(Status, String, Option<Stri
             Status::Error,
             String::new(),
             Some(format!("{key} is not in the command table")),
+        )),
+        TaskSpec::Invalid { error } => Some((Status::Error, String::new(), Some(error.clone()))),
+        TaskSpec::Poison { deliveries, max } => Some((
+            Status::Quarantined,
+            String::new(),
+            Some(format!(
+                "delivered {deliveries} times without a result (--max-attempts {max}); not run again"
+            )),
         )),
         _ => None,
     }
