@@ -106,6 +106,7 @@ fn supervisor_killed_then_resumed() {
     assert!(!segments_of(&sc.name).is_empty());
     let st = forkring(&["status", &sc.name, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = &v[0];
     assert_eq!(v["supervisor"]["alive"], false, "{v}");
     // Different settings are refused, naming the difference.
     let o = sc.run(&["--size", "512", "--seed", "99", "--rate", "2000"]);
@@ -218,6 +219,7 @@ fn crash_loop_trips_the_restart_limit() {
     // The segments are kept for inspection or resume; status shows why.
     let st = forkring(&["status", &sc.name, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = &v[0];
     assert_eq!(v["phase"], "failed", "{v}");
     let o = forkring(&["clean", &sc.name]);
     assert!(o.status.success(), "{}", text(&o));

@@ -43,6 +43,7 @@ fn sigterm_stops_everything_and_hands_off() {
     // Status sees the live run.
     let st = forkring(&["status", &sc.name, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = &v[0];
     assert_eq!(v["supervisor"]["alive"], true, "{v}");
     assert_eq!(v["roles"].as_array().unwrap().len(), 4);
     // Clean never touches a live run.

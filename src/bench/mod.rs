@@ -152,7 +152,7 @@ fn on_interrupt() {
     for name in &c.segments {
         let _ = segment::unlink(name);
     }
-    eprintln!("forkring: interrupted; bench peer killed and bench segments removed");
+    eprintln!("interrupted: bench peer killed and bench segments removed");
     std::process::exit(EXIT_INTERRUPTED);
 }
 
@@ -412,7 +412,7 @@ impl PeerProcess {
             .find(|l| !l.trim().is_empty())
             .unwrap_or("")
             .trim()
-            .trim_start_matches("forkring: error: ")
+            .trim_start_matches("error: ")
             .to_string();
         let how = match (
             st.code(),

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::job::{Counter, HandoffCtx, Job, JobError, JobHost, JobSettings, Progress};
+use crate::job::{Counter, HandoffCtx, Job, JobError, JobHost, Progress};
 use crate::outfile::{encode_png, write_atomic};
 use crate::shm::turn::Party;
 use crate::shm::{Access, RunName};
@@ -144,7 +144,6 @@ impl JobHost for ImageHost {
             "iterations_per_second": if ctx.seconds > 0.0 { count as f64 / ctx.seconds } else { 0.0 },
             "stepping_seconds": stepping,
             "redone": { "ping": v.ctl.stats[0].redone.get(), "pong": v.ctl.stats[1].redone.get() },
-            "shm_bytes": self.segs.settings().shm_bytes(),
             "files": {
                 "image.png": { "bytes": png.bytes, "sha256": png.sha256 },
                 "history.bin": { "bytes": hist.bytes, "sha256": hist.sha256 },

@@ -142,9 +142,10 @@ pub(crate) mod bounds {
 }
 
 impl StreamSettings {
-    /// Bytes per ring slot: 16-byte header (sequence, timestamp) + vector.
-    pub(crate) fn slot_size(&self) -> u32 {
-        16 + 4 * self.dim
+    /// Bytes per ring slot: the header (sequence, send time, scheduled
+    /// time), the vector, padding to a multiple of 8.
+    pub fn slot_size(&self) -> u32 {
+        (super::layout::SLOT_HEADER as u32 + 4 * self.dim).next_multiple_of(8)
     }
 
     /// Checks every bound; the message names the option.
@@ -545,7 +546,9 @@ impl JobSettings for StreamSettings {
         json!({
             "dim": self.dim,
             "distribution": self.distribution.name(),
-            "rate": match self.rate { Rate::Hz(h) => json!(h), Rate::Max => json!("max") },
+            // Vectors per second; null for --rate max (as fast as the
+            // consumer takes them).
+            "rate_hz": match self.rate { Rate::Hz(h) => Some(h), Rate::Max => None },
             "count": self.count,
             "noise": self.noise.map(|n| json!({"low_s": n.low, "high_s": n.high, "burst": n.burst})),
             "batch": self.batch,

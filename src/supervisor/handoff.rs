@@ -28,6 +28,9 @@ use crate::shm::segment;
 use super::error::RunError;
 use super::opened::OpenRun;
 
+/// `schema_version` of `summary.json` (documented in `docs/schemas.md`).
+pub(crate) const SUMMARY_SCHEMA_VERSION: u32 = 2;
+
 /// Why the run ended, for the summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndCause {
@@ -74,8 +77,10 @@ pub(crate) fn write_results(
     control.set_phase(RunPhase::HandingOff);
     let ctx = HandoffCtx { seconds };
     let mut summary = Map::new();
+    summary.insert("schema_version".into(), json!(SUMMARY_SCHEMA_VERSION));
     summary.insert("run".into(), json!(run.as_str()));
     summary.insert("forkring_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    summary.insert("forkring_commit".into(), json!(env!("FORKRING_GIT_COMMIT")));
     summary.insert(
         "started".into(),
         json!(crate::units::rfc3339_utc(control.created_unix_ms())),
@@ -90,10 +95,18 @@ pub(crate) fn write_results(
     summary.insert("seconds".into(), json!(seconds));
     summary.insert("restarts".into(), json!(restarts_by_role(open)));
     summary.insert("resumes".into(), json!(control.resumes()));
-    summary.insert(
-        "shm_bytes".into(),
+    // Shared memory by owner: the control segment, each job's segments,
+    // and the whole run.
+    let mut shm = Map::new();
+    shm.insert("control".into(), json!(control.segment().len() as u64));
+    for j in &open.settings.jobs {
+        shm.insert(j.job().name().into(), json!(j.shm_bytes()));
+    }
+    shm.insert(
+        "total".into(),
         json!(open.settings.jobs_shm_bytes() + control.segment().len() as u64),
     );
+    summary.insert("shm_bytes".into(), Value::Object(shm));
     summary.insert("out".into(), json!(out.display().to_string()));
     summary.insert(
         "settings".into(),

@@ -175,9 +175,9 @@ impl Display {
     pub(crate) fn warn(&self, msg: &str) {
         match &self.mode {
             Mode::Bars { multi, .. } => {
-                multi.suspend(|| eprintln!("forkring: warning: {msg}"));
+                multi.suspend(|| eprintln!("warning: {msg}"));
             }
-            _ => eprintln!("forkring: warning: {msg}"),
+            _ => eprintln!("warning: {msg}"),
         }
     }
 

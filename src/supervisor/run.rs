@@ -39,6 +39,8 @@ pub(crate) struct RunOptions {
     pub(crate) quiet: bool,
     /// Print the summary as JSON on stdout.
     pub(crate) json: bool,
+    /// A new run may replace another run's results in the output directory.
+    pub(crate) overwrite: bool,
     /// Whether `--seed` was given; when not, a resumed run keeps its
     /// recorded seed instead of refusing the fresh random one.
     pub(crate) seed_given: bool,
@@ -82,11 +84,33 @@ fn check_shm_space(name: &RunName, settings: &RunSettings) -> Result<(), RunErro
     Ok(())
 }
 
+/// Refuses a new run into a directory that holds another run's results
+/// (its `summary.json`), before anything is created. A run resuming into
+/// its own directory never gets here.
+fn check_no_results(out: &std::path::Path) -> Result<(), RunError> {
+    let summary = out.join("summary.json");
+    if !summary.is_file() {
+        return Ok(());
+    }
+    let other = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["run"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    Err(RunError::WouldOverwrite {
+        out: out.to_path_buf(),
+        other,
+    })
+}
+
 /// Creates a new run or takes over a run whose supervisor died. Returns the
 /// run and whether it was resumed.
 fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, bool), RunError> {
     if let Some(c) = open_existing(opts, registry)? {
         return Ok((c, true));
+    }
+    if !opts.overwrite {
+        check_no_results(&opts.settings.out)?;
     }
     check_shm_space(&opts.name, &opts.settings)?;
     match OpenRun::create(&opts.name, &opts.settings) {
@@ -129,7 +153,7 @@ fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Option<OpenRun
         }
         let _ = segment::unlink(&control_name);
         eprintln!(
-            "forkring: removed the leftovers of an earlier run {} (already handed off to {})",
+            "removed the leftovers of an earlier run {} (already handed off to {})",
             opts.name,
             c.settings.out.display()
         );
