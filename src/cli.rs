@@ -232,9 +232,9 @@ pub(crate) struct BenchImageArgs {
     /// Image size for the solo/alternating comparison [default: 4096]
     #[arg(long, value_parser = crate::image::settings::parse_size)]
     pub(crate) size: Option<(u32, u32)>,
-    /// Skip the Python ping-pong system's size table
-    #[arg(long)]
-    pub(crate) no_reference: bool,
+    /// Skip the Python ping-pong system's size table (README)
+    #[arg(long, alias = "no-reference")]
+    pub(crate) no_python_sizes: bool,
     /// Runs per figure; the best is reported (noise from other load)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) repeat: u32,
@@ -475,7 +475,7 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
             BenchCommand::Image(i) => crate::bench::image::run(&crate::bench::image::Options {
                 size: i.size.unwrap_or((4096, 4096)),
                 json: i.json,
-                reference: !i.no_reference,
+                python_sizes: !i.no_python_sizes,
                 repeat: i.repeat,
             }),
             BenchCommand::Stream(s) => crate::bench::stream::run(&crate::bench::stream::Options {

@@ -304,13 +304,22 @@ fn foreign_and_garbage_segments_are_refused() {
     let o = sc.run(&tiny);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("magic"), "{}", text(&o));
+    // `status NAME` reports what it found and exits 1, as `systemctl
+    // status` does for a unit it cannot show; the list marks the run.
     let o = forkring(&["status", &sc.name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("unreadable"), "{}", text(&o));
+    let o = forkring(&["status", &sc.name, "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["readable"], false, "{v}");
+    let o = forkring(&["status"]);
+    assert!(o.status.success(), "the list keeps exit 0: {}", text(&o));
     assert!(
-        o.status.success(),
-        "status must report, not crash: {}",
+        text(&o).contains(&format!("run {}: unreadable", sc.name)),
+        "{}",
         text(&o)
     );
-    assert!(text(&o).contains("unreadable"), "{}", text(&o));
     let o = forkring(&["clean", &sc.name]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(segments_of(&sc.name).is_empty());

@@ -272,7 +272,7 @@ impl JobHost for CounterHost {
             )],
         }
     }
-    fn handoff(&self, out: &Path, _ctx: &HandoffCtx) -> Result<Value, JobError> {
+    fn handoff(&self, out: &Path, _ctx: &HandoffCtx<'_>) -> Result<Value, JobError> {
         let per: Vec<u64> = (0..self.settings.workers)
             .map(|w| self.seg.count(w).get())
             .collect();

@@ -334,3 +334,52 @@ fn roles_by_hand_are_checked_against_the_run() {
     );
     assert!(segments_of(&sc.name).is_empty());
 }
+
+/// The rate figures under load: a 1 kHz stream beside one CPU hog per core
+/// (standing in for the image job's two spinning roles). The producer must
+/// hold its schedule, and the figures must say so: every batch's window rate
+/// within ±5% of 1000 Hz, and its lateness reported.
+#[test]
+fn rate_figures_hold_beside_a_cpu_hog() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _g = serial();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cores)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let sc = Scene::new("hog");
+    let o = run_stream(&sc, &["--rate", "1000", "--count", "3000", "--seed", "4"]);
+    stop.store(true, Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = jsonl(sc.dir.path());
+    assert_eq!(lines.len(), 30);
+    for l in &lines {
+        let rate = l["rate_hz"].as_f64().expect("rate_hz is a number");
+        assert!(
+            (950.0..=1050.0).contains(&rate),
+            "batch {} reports {rate} Hz beside the hog: {l}",
+            l["batch"]
+        );
+        assert_eq!(l["window_vectors"], 100, "{l}");
+        for k in ["interval_std_us", "lateness_p99_us", "lateness_max_us"] {
+            assert!(l[k].as_f64().is_some_and(|x| x >= 0.0), "{k}: {l}");
+        }
+        assert!(l["lateness_p99_us"].as_f64() <= l["lateness_max_us"].as_f64());
+    }
+    let s = &sc.summary()["stream"];
+    let rate = s["rate_hz"].as_f64().unwrap();
+    assert!((950.0..=1050.0).contains(&rate), "{s}");
+}

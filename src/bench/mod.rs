@@ -10,7 +10,7 @@
 //! - [`transport`]: pass latency and message throughput, forkring's
 //!   primitives against pipes, unix sockets and eventfds.
 //! - [`image`]: the image job's stepping, solo and alternating, and the
-//!   reference's size table.
+//!   Python ping-pong system's size table (README).
 //! - [`stream`]: the stream job against generation alone and against the
 //!   same pipeline over a pipe and a unix socket; CPU at 1 kHz.
 //! - [`minirun`]: a run's segments and real role processes, without the
@@ -165,6 +165,15 @@ pub(crate) fn register_peer(pid: u32) {
 /// while reaping it, so that a reused pid is never signalled).
 pub(crate) fn unregister_peer(pid: u32) {
     cleanup().peers.retain(|p| *p != pid);
+}
+
+/// "each figure is the best of 3 runs", or "one run per figure".
+pub(crate) fn runs_note(repeat: u32) -> String {
+    if repeat == 1 {
+        "one run per figure".into()
+    } else {
+        format!("each figure is the best of {repeat} runs")
+    }
 }
 
 /// The best (smallest) of `repeat` measurements of a duration, to keep

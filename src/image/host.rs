@@ -73,7 +73,7 @@ impl JobHost for ImageHost {
             ],
         }
     }
-    fn handoff(&self, out: &Path, ctx: &HandoffCtx) -> Result<serde_json::Value, JobError> {
+    fn handoff(&self, out: &Path, ctx: &HandoffCtx<'_>) -> Result<serde_json::Value, JobError> {
         let v = self.segs.view()?;
         // Every role has exited. One killed mid-step left its journal armed:
         // redo and commit that step, as the role itself would on restart, so
@@ -106,6 +106,7 @@ impl JobHost for ImageHost {
                 ));
             }
         }
+        (ctx.note)("writing image.png");
         let png = write_atomic(&out.join("image.png"), |w| {
             encode_png(w, v.width, v.height, &v.pixels.to_vec())
         })?;
@@ -115,6 +116,7 @@ impl JobHost for ImageHost {
             seed: v.seed,
             count: count as u64,
         };
+        (ctx.note)("writing history.bin");
         let hist = write_atomic(&out.join("history.bin"), |w| {
             history::write(w, header, |i| {
                 let i = i as u32;

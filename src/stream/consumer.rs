@@ -190,9 +190,11 @@ impl Analyzer {
                 self.fill = v;
             }
         }
+        // Into the rate window first, so the batch this vector closes
+        // counts it.
+        self.st.add_rate_sample(sent, due);
         let v = std::mem::take(&mut self.cur);
         self.push(seq, &v, false);
-        self.st.add_rate_sample(sent, due);
         self.st.has_last = true;
         self.st.last_seq = seq;
         self.st.last.copy_from_slice(&v);

@@ -124,7 +124,7 @@ impl JobHost for StreamHost {
             ],
         }
     }
-    fn handoff(&self, out: &Path, ctx: &HandoffCtx) -> Result<serde_json::Value, JobError> {
+    fn handoff(&self, out: &Path, ctx: &HandoffCtx<'_>) -> Result<serde_json::Value, JobError> {
         let s = self.segs.settings();
         let sc = self.segs.control()?;
         // Every role has exited. If the producer did not get to commit its
@@ -149,6 +149,7 @@ impl JobHost for StreamHost {
         let working = c.path().to_path_buf();
         drop(c);
         let name = final_name(s.format);
+        (ctx.note)(&format!("writing {name}"));
         let dest = out.join(name);
         // Publish the working file under its final name without giving it
         // up: it stays until summary.json is written (`handoff_done`), so a

@@ -71,11 +71,12 @@ pub(crate) fn write_results(
     out: &Path,
     seconds: f64,
     cause: &EndCause,
+    note: &dyn Fn(&str),
 ) -> Result<Value, RunError> {
     let control = &open.control;
     let run = control.run();
     control.set_phase(RunPhase::HandingOff);
-    let ctx = HandoffCtx { seconds };
+    let ctx = HandoffCtx { seconds, note };
     let mut summary = Map::new();
     summary.insert("schema_version".into(), json!(SUMMARY_SCHEMA_VERSION));
     summary.insert("run".into(), json!(run.as_str()));
@@ -165,12 +166,19 @@ pub(crate) fn hand_off_stopped(
 ) -> Result<Value, RunError> {
     let out = crate::outfile::prepare_dir(out)
         .map_err(|source| RunError::Output { run: None, source })?;
+    let note = |msg: &str| {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            eprintln!("{msg} …");
+        }
+    };
     let summary = write_results(
         open,
         jobs,
         &out,
         open.control.prior_seconds(),
         &EndCause::Manual,
+        &note,
     )?;
     remove_segments(open, jobs);
     print_summary(&summary, registry, as_json);

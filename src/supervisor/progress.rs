@@ -40,8 +40,6 @@ pub(crate) struct Display {
     /// When the main counters were last sampled, and their values.
     last_sample: Option<(Instant, Vec<u64>)>,
     rates: Vec<Option<f64>>,
-    /// Log lines go to stderr instead of stdout (stdout carries JSON).
-    log_to_stderr: bool,
     /// Time between log lines and rate samples.
     interval: Duration,
 }
@@ -112,8 +110,10 @@ impl Display {
                             let b = multi.add(ProgressBar::new(total));
                             let unit = main.map_or("", |c| c.unit.as_str());
                             b.set_style(
+                                // Fits 80 columns: the message is cut to
+                                // the terminal's width at each redraw.
                                 ProgressStyle::with_template(&format!(
-                                    "{:<6} [{{bar:32.cyan/blue}}] {{percent:>3}}% {{human_pos}}/{{human_len}} {unit}  {{rate}}/s  ETA {{eta}}  {{msg}}",
+                                    "{:<6} [{{bar:20.cyan/blue}}] {{percent:>3}}% ETA {{eta:<4}} {{human_pos}}/{{human_len}} {unit}, {{rate}}/s, {{wide_msg}}",
                                     p.job
                                 ))
                                 .expect("valid template")
@@ -130,7 +130,8 @@ impl Display {
                         None => {
                             let b = multi.add(ProgressBar::new_spinner());
                             b.set_style(
-                                ProgressStyle::with_template("{msg}").expect("valid template"),
+                                ProgressStyle::with_template("{wide_msg}")
+                                    .expect("valid template"),
                             );
                             (b, false)
                         }
@@ -138,7 +139,7 @@ impl Display {
                 })
                 .collect();
             let status = multi.add(ProgressBar::new_spinner());
-            status.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));
+            status.set_style(ProgressStyle::with_template("{wide_msg}").expect("valid template"));
             Mode::Bars {
                 multi,
                 jobs: bars,
@@ -153,7 +154,6 @@ impl Display {
             last_line: now,
             last_sample: Some((now, jobs.iter().map(Progress::main).collect())),
             rates: Vec::new(),
-            log_to_stderr: json,
             interval,
         }
     }
@@ -166,8 +166,8 @@ impl Display {
             Mode::Bars { multi, .. } => {
                 let _ = multi.println(line);
             }
-            _ if self.log_to_stderr => eprintln!("{line}"),
-            _ => println!("{line}"),
+            // stdout carries results only (the summary line or JSON).
+            Mode::Lines => eprintln!("{line}"),
         }
     }
 
@@ -245,13 +245,24 @@ impl Display {
         )
     }
 
-    /// Removes the live display.
+    /// Removes the live display; later log lines are plain lines on
+    /// stderr. Called as soon as the run stops (a Ctrl-C's `^C` echo would
+    /// otherwise leave a cut-off bar on screen) and when it ends.
     pub(crate) fn finish(&mut self) {
-        if let Mode::Bars { jobs, status, .. } = &self.mode {
+        if let Mode::Bars {
+            multi,
+            jobs,
+            status,
+        } = &self.mode
+        {
             for (b, _) in jobs {
                 b.finish_and_clear();
             }
             status.finish_and_clear();
+            let _ = multi.clear();
+            // Start below whatever the terminal echoed (`^C`).
+            eprintln!();
+            self.mode = Mode::Lines;
         }
     }
 }

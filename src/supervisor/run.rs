@@ -283,6 +283,23 @@ impl Supervisor {
                     .join(" | ")
             ));
         }
+        if let Some(d) = opts.duration
+            && prior_seconds > 0.0
+        {
+            // --duration counts the work of every supervisor of the run.
+            let left = d.as_secs_f64() - prior_seconds;
+            display.log(&if left > 0.0 {
+                format!(
+                    "--duration {:.1} s counts the run's earlier {prior_seconds:.1} s of work: {left:.1} s remain",
+                    d.as_secs_f64()
+                )
+            } else {
+                format!(
+                    "--duration {:.1} s was already reached (the run has {prior_seconds:.1} s of work); finishing",
+                    d.as_secs_f64()
+                )
+            });
+        }
         let tracker = RestartTracker::new(opts.policy, open.roles.len());
         Supervisor {
             opts,
@@ -566,6 +583,8 @@ impl Supervisor {
         if self.stop.is_some() {
             return;
         }
+        // Bars off at once: the rest of the stop is logged line by line.
+        self.display.finish();
         self.open.control.set_phase(RunPhase::Stopping);
         self.open.control.stop_flag().set();
         for j in &self.jobs {
@@ -639,8 +658,10 @@ impl Supervisor {
                     n.status(&format!("handing off results to {}", out.display()));
                     n.stopping();
                 }
+                let display = &self.display;
+                let note = |msg: &str| display.log(&format!("{msg} …"));
                 let summary =
-                    handoff::write_results(&self.open, &self.jobs, &out, seconds, &cause)?;
+                    handoff::write_results(&self.open, &self.jobs, &out, seconds, &cause, &note)?;
                 handoff::remove_segments(&self.open, &self.jobs);
                 handoff::print_summary(&summary, self.registry, self.opts.json);
                 if self.interrupted {
