@@ -85,8 +85,9 @@ pub(crate) enum Command {
 /// Options of `forkring run` shared by every job (each job adds its own).
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Name of the run; its segments are /dev/shm/forkring.NAME.*
-    #[arg(long, default_value = "default", value_parser = parse_run_name)]
+    /// Name of the run; its segments are /dev/shm/forkring.NAME.* [default:
+    /// default]
+    #[arg(long, default_value = "default", hide_default_value = true, value_parser = parse_run_name)]
     pub(crate) name: RunName,
 
     /// Directory for the results [default: ./forkring-out/NAME]
@@ -101,23 +102,33 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) seed: Option<u64>,
 
-    /// Stop the run after this many seconds of work (results are handed off)
+    /// Finish the run after this many seconds of work, counted over every
+    /// supervisor of the run (a resume gets what remains); results are
+    /// handed off [default: no limit]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) duration: Option<Duration>,
 
     /// Seconds roles get to finish after a stop request before SIGKILL
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
+    /// [default: 5]
+    #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) stop_timeout: Duration,
 
     /// Give up after more than this many restarts within --restart-window
-    #[arg(long, default_value_t = 10, help_heading = "Supervision")]
+    /// [default: 10]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        hide_default_value = true,
+        help_heading = "Supervision"
+    )]
     pub(crate) max_restarts: u32,
 
-    /// Window of the restart limit, seconds
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
+    /// Window of the restart limit, seconds [default: 5]
+    #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) restart_window: Duration,
 
-    /// No progress output (the final summary line is still printed)
+    /// No progress output (the final summary is still printed)
     #[arg(long, short)]
     pub(crate) quiet: bool,
 

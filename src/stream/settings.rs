@@ -252,7 +252,12 @@ pub(crate) struct ConsumerOpts {
     /// [default: 100]
     #[arg(long, value_name = "N", help_heading = HEADING)]
     pub(crate) batch: Option<u32>,
-    /// Intervals in the sliding rate window, 2 to 100000 [default: 100]
+    /// Received vectors in the sliding rate window, 2 to 100000 [default:
+    /// 100]. Its figures (stream.jsonl, status): rate_hz = (n - 1) /
+    /// (t_last - t_first), vectors/s; interval_std_us = population standard
+    /// deviation of the send intervals, µs; lateness_p99_us, lateness_max_us
+    /// = send time - scheduled time, 99th percentile (nearest rank) and
+    /// maximum, µs
     #[arg(long, value_name = "N", help_heading = HEADING)]
     pub(crate) rate_window: Option<u32>,
     /// Seconds between rate log lines [default: 1]

@@ -280,12 +280,16 @@ impl ConsumerState {
         s.last_seq = words[11];
         s.last_ts = words[12];
         s.window_pos = lo(words[13]);
-        s.published = WindowStats {
-            vectors: hi(words[13]),
-            rate_hz: f64::from_bits(words[14]),
-            interval_std_us: f64::from_bits(words[15]),
-            lateness_max_us: f64::from_bits(words[16]),
-            lateness_p99_us: f64::from_bits(words[17]),
+        // A state never committed is all zeros: nothing is known yet.
+        s.published = match hi(words[13]) {
+            0 => WindowStats::UNKNOWN,
+            vectors => WindowStats {
+                vectors,
+                rate_hz: f64::from_bits(words[14]),
+                interval_std_us: f64::from_bits(words[15]),
+                lateness_max_us: f64::from_bits(words[16]),
+                lateness_p99_us: f64::from_bits(words[17]),
+            },
         };
         if s.received.checked_add(s.filled) != Some(s.expected) {
             return bad("expected", s.expected, "must equal received + filled");

@@ -194,26 +194,29 @@ pub(crate) fn print_summary(summary: &Value, registry: Registry, as_json: bool) 
     }
 }
 
-/// A one-line human summary of a finished run.
+/// A human summary of a finished run: a line for the run, then one per job
+/// (each fits 80 columns but for long paths).
 pub(crate) fn summary_line(summary: &Value, registry: Registry) -> String {
     let run = summary["run"].as_str().unwrap_or("?");
     let secs = summary["seconds"].as_f64().unwrap_or(0.0);
-    let parts: Vec<String> = registry
-        .iter()
-        .filter_map(|j| summary.get(j.name()).map(|s| j.summary_line(s)))
-        .collect();
     let restarts: u64 = summary["restarts"]
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0);
-    let stopped = match summary["stopped_by"].as_str() {
-        Some(s) => format!(", stopped by {s}"),
-        None => String::new(),
+    let how = match summary["stopped_by"].as_str() {
+        Some(s) => format!("stopped by {s}"),
+        None => "complete".into(),
     };
-    format!(
-        "run {run}: {} in {secs:.2} s, {}{stopped}; results in {}",
-        parts.join("; "),
+    let mut text = format!(
+        "run {run}: {how} after {secs:.2} s of work, {}; results in {}",
         crate::units::plural(restarts, "restart", "restarts"),
         summary["out"].as_str().unwrap_or("?")
-    )
+    );
+    for j in registry {
+        if let Some(s) = summary.get(j.name()) {
+            text += "\n  ";
+            text += &j.summary_line(s);
+        }
+    }
+    text
 }

@@ -108,21 +108,15 @@ impl Display {
                     match main.and_then(|c| c.total) {
                         Some(total) => {
                             let b = multi.add(ProgressBar::new(total));
-                            let unit = main.map_or("", |c| c.unit.as_str());
+
                             b.set_style(
-                                // Fits 80 columns: the message is cut to
-                                // the terminal's width at each redraw.
+                                // 44 columns of bar, then a message cut
+                                // to the terminal's width at each redraw.
                                 ProgressStyle::with_template(&format!(
-                                    "{:<6} [{{bar:20.cyan/blue}}] {{percent:>3}}% ETA {{eta:<4}} {{human_pos}}/{{human_len}} {unit}, {{rate}}/s, {{wide_msg}}",
+                                    "{:<6} [{{bar:20.cyan/blue}}] {{percent:>3}}% ETA {{eta:<4}} {{wide_msg}}",
                                     p.job
                                 ))
                                 .expect("valid template")
-                                .with_key(
-                                    "rate",
-                                    |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                                        let _ = w.write_str(&short(st.per_sec()));
-                                    },
-                                )
                                 .progress_chars("=> "),
                             );
                             (b, true)
@@ -210,9 +204,18 @@ impl Display {
                 for (i, (p, (bar, is_bar))) in progress.iter().zip(jobs).enumerate() {
                     if *is_bar {
                         bar.set_position(p.main());
-                        let rest: Vec<String> =
-                            p.counters.iter().skip(1).map(counter_text).collect();
-                        bar.set_message(rest.join(", "));
+                        let main = &p.counters[0];
+                        let mut parts = vec![format!(
+                            "{}/{} {}",
+                            thousands(p.main()),
+                            thousands(main.total.unwrap_or(0)),
+                            main.unit
+                        )];
+                        if let Some(r) = self.rates.get(i).copied().flatten() {
+                            parts.push(format!("{}/s", short(r)));
+                        }
+                        parts.extend(p.counters.iter().skip(1).map(counter_text));
+                        bar.set_message(parts.join(", "));
                     } else {
                         bar.set_message(describe(p, self.rates.get(i).copied().flatten()));
                     }
