@@ -91,6 +91,10 @@ fn supervisor_killed_then_resumed() {
     );
     std::thread::sleep(Duration::from_millis(200));
     let roles: Vec<u32> = live_roles(&sc.name).iter().map(|(_, p)| *p).collect();
+    // Freeze ping: the image cannot complete (and the run hand itself off)
+    // before the supervisor dies, however fast the machine. A frozen role
+    // still dies with its supervisor (SIGKILL).
+    signal(role_pid(&sc.name, "ping"), libc::SIGSTOP);
     signal(bg.pid(), libc::SIGKILL);
     let _ = bg.child.wait();
     let killed = Instant::now();
@@ -333,6 +337,8 @@ fn foreign_and_garbage_segments_are_refused() {
         "{}",
         bg.log()
     );
+    // The run must still exist when its supervisor dies (see above).
+    signal(role_pid(&sc2.name, "ping"), libc::SIGSTOP);
     signal(bg.pid(), libc::SIGKILL);
     let _ = bg.child.wait();
     // The roles die with their supervisor: wait for their locks to go.

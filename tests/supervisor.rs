@@ -37,7 +37,11 @@ fn sigterm_stops_everything_and_hands_off() {
         "{}",
         bg.log()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Ping is frozen until the stop has begun: the image cannot complete
+    // first, however fast this machine paints (the result is partial by
+    // construction, not by timing).
+    let ping = role_pid(&sc.name, "ping");
+    signal(ping, libc::SIGSTOP);
     let pids: Vec<u32> = live_roles(&sc.name).iter().map(|(_, p)| *p).collect();
     assert_eq!(pids.len(), 4);
     // Status sees the live run.
@@ -53,8 +57,18 @@ fn sigterm_stops_everything_and_hands_off() {
     assert!(!segments_of(&sc.name).is_empty());
 
     signal(bg.pid(), libc::SIGTERM);
+    let start = std::time::Instant::now();
+    while status_phase(&sc.name) != "stopping" {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", bg.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(ping, libc::SIGCONT);
     let (status, log) = bg.wait(Duration::from_secs(120));
     assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("did not stop in time"),
+        "ping stopped gracefully: {log}"
+    );
     for p in pids {
         assert!(!alive(p), "role {p} survived the stop");
     }
@@ -99,6 +113,9 @@ fn handoff_writes_a_dead_runs_results_elsewhere() {
         bg.log()
     );
     std::thread::sleep(Duration::from_millis(200));
+    // Freeze ping so the image cannot complete (and the run hand itself
+    // off) before the supervisor is killed; its death kills ping anyway.
+    signal(role_pid(&sc.name, "ping"), libc::SIGSTOP);
     signal(bg.pid(), libc::SIGKILL);
     let _ = bg.child.wait();
     // The roles die with the supervisor; wait until their locks are gone.
@@ -141,6 +158,15 @@ fn handoff_writes_a_dead_runs_results_elsewhere() {
         !sc.dir.path().join(".stream.partial").exists(),
         "working file left behind"
     );
+}
+
+/// The phase of a run, as `status --json` reports it ("" if unreadable).
+fn status_phase(run: &str) -> String {
+    let o = forkring(&["status", run, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|v| v[0]["phase"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Seconds of work of a live run, as `status --json` reports them.
