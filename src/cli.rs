@@ -235,6 +235,22 @@ pub(crate) enum BenchCommand {
     /// The stream job against generation alone and against the same
     /// pipeline over a pipe and a unix socket; CPU at 1000 Hz.
     Stream(BenchStreamArgs),
+    /// The task pool: 512 one-second calls, dispatch of empty tasks against
+    /// the same workers behind a pipe and a socket, CPU tasks, relay
+    /// chunks, and how soon a killed worker's tasks run again.
+    Tasks(BenchTasksArgs),
+}
+
+/// Options of `forkring bench tasks`.
+#[derive(Debug, Args)]
+pub struct BenchTasksArgs {
+    /// One JSON object per measurement, one per line
+    #[arg(long)]
+    pub json: bool,
+    /// Small sizes: checks that every measurement works (figures are not
+    /// meaningful)
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// Options of `forkring bench image`.
@@ -489,6 +505,10 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
                 python_sizes: !i.no_python_sizes,
                 repeat: i.repeat,
             }),
+            BenchCommand::Tasks(t) => crate::bench::tasks::run(&crate::bench::tasks::Options {
+                json: t.json,
+                quick: t.quick,
+            }),
             BenchCommand::Stream(s) => crate::bench::stream::run(&crate::bench::stream::Options {
                 count: s.count,
                 idle_seconds: s.idle_seconds,
@@ -568,10 +588,15 @@ fn run_options(a: &RunArgs, m: &ArgMatches, registry: Registry) -> Result<RunOpt
         .clone()
         .unwrap_or_else(|| PathBuf::from("forkring-out").join(a.name.as_str()));
     let probe = RunSettings {
-        out: out.clone(),
+        out: std::path::absolute(&out).unwrap_or_else(|_| PathBuf::from("/")),
         jobs,
     };
     probe.roles().map_err(RunError::from)?;
+    // What the roles will decode must be what was asked for: a job whose
+    // recorded settings fail its own checks is refused here, before
+    // anything exists, not by every role at start-up.
+    RunSettings::decode(&probe.encode(), registry)
+        .map_err(|e| RunError::Usage(format!("the settings do not survive recording: {e}")))?;
     let out = crate::outfile::prepare_dir(&out)
         .map_err(|source| RunError::Output { run: None, source })?;
     Ok(RunOptions {

@@ -354,13 +354,6 @@ pub struct Control {
     roles: u32,
 }
 
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Control {
     /// Creates the control segment of a new run with `roles` role slots,
     /// takes the supervisor lock and records the settings blob. Fails with
@@ -404,7 +397,7 @@ impl Control {
             body.supervisor
                 .start_ticks
                 .set(crate::procinfo::own_start_ticks());
-            body.supervisor.created_unix_ms.set(now_unix_ms());
+            body.supervisor.created_unix_ms.set(crate::units::unix_ms());
             body.supervisor.phase.set(RunPhase::Starting as u32);
         })?;
         let mut guard = CreatedSegments::new();

@@ -5,4 +5,8 @@ use crate::job::{Job, Registry};
 
 /// Every job this forkring runs, in the order of their roles, their
 /// sections of `summary.json` and their lines in `status`.
-pub static ALL: Registry = &[&crate::image::JOB as &dyn Job, &crate::stream::JOB];
+pub static ALL: Registry = &[
+    &crate::image::JOB as &dyn Job,
+    &crate::stream::JOB,
+    &crate::tasks::JOB,
+];

@@ -6,7 +6,7 @@
 //!   SPSC ring, committed records). The only module with atomics.
 //! - [`control`]: a run's control segment: stop flag, role table, settings.
 //! - [`job`]: the job interface.
-//! - [`image`], [`stream`]: the jobs, each in its own folder.
+//! - [`image`], [`stream`], [`tasks`]: the jobs, each in its own folder.
 //! - [`jobs`]: the registry, the only place that names the jobs.
 //! - [`settings`]: a run's recorded settings.
 //! - [`supervisor`]: `forkring run`: forks roles, restarts them, stops
@@ -31,6 +31,7 @@ pub mod settings;
 pub mod shm;
 pub mod stream;
 pub mod supervisor;
+pub mod tasks;
 pub mod units;
 
 /// forkring's version and the git commit it was built from (`build.rs`;

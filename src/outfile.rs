@@ -128,6 +128,113 @@ pub fn write_atomic(
     })
 }
 
+/// Why a job's working file (a file written as a job goes, whose committed
+/// length is recorded in shared memory) cannot be resumed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkingError {
+    /// Opening or truncating it failed.
+    #[error(transparent)]
+    Io(#[from] OutputError),
+    /// It is gone although records were committed to it.
+    #[error("{path} is missing, but {committed} bytes of records were committed to it")]
+    Missing {
+        /// The file.
+        path: String,
+        /// Committed length.
+        committed: u64,
+    },
+    /// It is shorter than committed.
+    #[error(
+        "{path} is {len} bytes, shorter than the {committed} committed: it was truncated or replaced behind forkring's back"
+    )]
+    Short {
+        /// The file.
+        path: String,
+        /// Its length.
+        len: u64,
+        /// Committed length.
+        committed: u64,
+    },
+}
+
+/// Opens a job's working file for appending after its committed length:
+/// created only when nothing was committed yet (a missing file with
+/// committed records is data lost, not a new start), cut back to
+/// `committed` bytes (what a killed writer wrote past its last commit).
+pub(crate) fn open_working(path: &Path, committed: u64) -> Result<File, WorkingError> {
+    use std::io::{Seek, SeekFrom};
+    let p = || path.display().to_string();
+    let mut f = match OpenOptions::new()
+        .create(committed == 0)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(WorkingError::Missing {
+                path: p(),
+                committed,
+            });
+        }
+        Err(e) => return Err(out_err("open", path)(e).into()),
+    };
+    let len = f
+        .metadata()
+        .map_err(out_err("read the size of", path))?
+        .len();
+    if len < committed {
+        return Err(WorkingError::Short {
+            path: p(),
+            len,
+            committed,
+        });
+    }
+    f.set_len(committed).map_err(out_err("truncate", path))?;
+    f.seek(SeekFrom::End(0)).map_err(out_err("seek in", path))?;
+    Ok(f)
+}
+
+/// Publishes a working file under its final name `dest` without giving it
+/// up (it stays until the handoff is complete, so a failed handoff can be
+/// retried). Same file system: a hard link to a temporary name, then an
+/// atomic rename; elsewhere: an atomic copy. Returns its size and SHA-256;
+/// a file that cannot be checksummed is an error, never an empty checksum.
+pub(crate) fn publish_working(working: &Path, dest: &Path) -> Result<Written, OutputError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(working, &tmp).is_err() {
+        return write_atomic(dest, |w| {
+            let mut f = File::open(working)?;
+            io::copy(&mut f, w).map(|_| ())
+        });
+    }
+    std::fs::rename(&tmp, dest).map_err(|err| {
+        let _ = std::fs::remove_file(&tmp);
+        OutputError {
+            op: "rename into place",
+            path: dest.display().to_string(),
+            err,
+        }
+    })?;
+    sync_dir(dir)?;
+    let bytes = std::fs::metadata(dest)
+        .map_err(out_err("read the size of", dest))?
+        .len();
+    let sha256 = sha256_file(dest).map_err(out_err("checksum", dest))?;
+    Ok(Written {
+        path: dest.to_path_buf(),
+        bytes,
+        sha256,
+    })
+}
+
 /// Fsyncs a directory so that renames in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), OutputError> {
     // The parent of a bare file name (`x.png`) is "": the current directory.

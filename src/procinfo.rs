@@ -26,6 +26,29 @@ pub(crate) fn is_same_process(pid: u32, ticks: u64) -> bool {
     }
 }
 
+/// Makes the child `cmd` starts receive SIGKILL when the calling thread
+/// dies (`PR_SET_PDEATHSIG`), re-checking right after that the parent is
+/// still `getppid()` (closing the race with a parent that died during the
+/// fork). Used for role processes and for the task pool's `exec` children.
+pub(crate) fn kill_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (prctl, getppid); it allocates nothing
+    // (the error is built from a raw errno).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    };
+}
+
 fn parse_start_ticks(stat: &str) -> Option<u64> {
     // The command name (field 2) is in parentheses and may itself contain
     // spaces and parentheses, so split after the last ')'.

@@ -33,6 +33,9 @@ impl Clone for RunSettings {
     }
 }
 
+/// The recorded jobs' names, and one job's settings if the run has it.
+pub(crate) type OneJob = (Vec<String>, Option<Box<dyn JobSettings>>);
+
 /// The encoded form.
 type Encoded = (PathBuf, Vec<(String, Vec<u8>)>);
 
@@ -94,6 +97,21 @@ impl RunSettings {
         );
         bincode::serde::encode_to_vec(&e, bincode::config::standard())
             .expect("paths and byte vectors always encode")
+    }
+
+    /// The names of the recorded jobs and the settings of `job` among them,
+    /// decoded without a registry (for a job's own commands, such as
+    /// `forkring submit`). `None` if the run does not have `job`.
+    pub(crate) fn decode_one(bytes: &[u8], job: &dyn crate::job::Job) -> Result<OneJob, String> {
+        let cfg = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+        let ((_, jobs), _): (Encoded, usize) =
+            bincode::serde::decode_from_slice(bytes, cfg).map_err(|e| e.to_string())?;
+        let names = jobs.iter().map(|(n, _)| n.clone()).collect();
+        let mine = match jobs.iter().find(|(n, _)| n == job.name()) {
+            Some((_, blob)) => Some(job.decode(blob)?),
+            None => None,
+        };
+        Ok((names, mine))
     }
 
     /// Decodes bytes read from a control segment (untrusted: bounded, every

@@ -69,6 +69,14 @@ pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }
 
+/// Milliseconds since the Unix epoch now (0 if the clock is before it).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// `ms` milliseconds since the Unix epoch as RFC 3339 UTC:
 /// `2026-12-02T07:04:41.123Z`.
 pub(crate) fn rfc3339_utc(ms: u64) -> String {

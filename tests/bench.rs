@@ -91,3 +91,38 @@ fn bench_segments() -> Vec<String> {
         .filter(|n| n.starts_with("forkring.bench-"))
         .collect()
 }
+
+#[test]
+fn bench_tasks_reports_every_workload() {
+    let _g = serial();
+    let o = forkring(&["bench", "tasks", "--quick", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = json_lines(&o);
+    let workloads: Vec<&str> = lines
+        .iter()
+        .map(|l| l["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        workloads,
+        [
+            "io", "dispatch", "dispatch", "dispatch", "cpu", "relay", "relay", "recovery"
+        ],
+        "{lines:?}"
+    );
+    for l in &lines {
+        assert_eq!(l["bench"], "tasks");
+        assert!(l["cpus"].as_u64().unwrap() >= 1, "{l}");
+    }
+    let transports: Vec<&str> = lines[1..4]
+        .iter()
+        .map(|l| l["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(transports, ["shm task table", "pipe", "unix socket"]);
+    assert!(lines[1]["tasks_per_s"].as_f64().unwrap() > 0.0);
+    assert!(lines[7]["p50_ns"].as_f64().unwrap() > 0.0);
+    assert!(
+        bench_segments().is_empty(),
+        "left behind: {:?}",
+        bench_segments()
+    );
+}

@@ -260,7 +260,7 @@ impl JobHost for CounterHost {
     fn is_complete(&self) -> bool {
         self.seg.total() >= self.settings.steps * self.settings.workers as u64
     }
-    fn role_exited(&self, _role: &RoleId) {}
+    fn role_exited(&self, _role: &RoleId, _failed: bool, _stopping: bool) {}
     fn progress(&self) -> Progress {
         Progress {
             job: "counter".into(),

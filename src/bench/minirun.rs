@@ -67,74 +67,113 @@ impl MiniRun {
         limit: Duration,
         mut tick: impl FnMut(),
     ) -> Result<(), BenchError> {
-        let mut live: Vec<(RoleId, u32)> = Vec::new();
-        let kill_all = |live: &[(RoleId, u32)]| {
-            for (_, pid) in live {
-                let _ = nix::sys::signal::kill(
-                    Pid::from_raw(*pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        };
-        for &r in roles {
-            match spawn_role(&r, &self.run) {
-                Ok(pid) => {
-                    register_peer(pid);
-                    live.push((r, pid));
-                }
-                Err(e) => {
-                    kill_all(&live);
-                    return Err(BenchError::failed(format!("cannot start {r}: {e}")));
-                }
-            }
-        }
+        let mut live = self.start(roles)?;
         let start = Instant::now();
-        let mut failure = None;
-        while !live.is_empty() {
+        while !live.reap()? {
             tick();
-            let mut i = 0;
-            while i < live.len() {
-                let (role, pid) = live[i];
-                let ended = match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(_, c)) => Some(Ok(ExitStatus::Code(c))),
-                    Ok(WaitStatus::Signaled(_, s, _)) => Some(Ok(ExitStatus::Signal(s as i32))),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                };
-                match ended {
-                    Some(result) => {
-                        unregister_peer(pid);
-                        live.swap_remove(i);
-                        let problem = match result {
-                            Ok(st) if st.success() => None,
-                            Ok(st) => Some(format!("role {role} {st}")),
-                            Err(e) => Some(format!("cannot wait for role {role}: {e}")),
-                        };
-                        if let Some(p) = problem
-                            && failure.is_none()
-                        {
-                            failure = Some(p);
-                            kill_all(&live);
-                        }
-                    }
-                    None => i += 1,
-                }
-            }
-            if start.elapsed() > limit && failure.is_none() {
-                failure = Some(format!(
-                    "the roles did not finish within {} s",
+            if start.elapsed() > limit {
+                live.kill_all();
+                return Err(BenchError::failed(format!(
+                    "benchmark run {}: the roles did not finish within {} s",
+                    self.run,
                     limit.as_secs()
-                ));
-                kill_all(&live);
+                )));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        match failure {
-            None => Ok(()),
-            Some(f) => Err(BenchError::failed(format!(
-                "benchmark run {}: {f}",
-                self.run
-            ))),
+        Ok(())
+    }
+
+    /// Starts `roles` (real role processes); they are killed if the
+    /// returned handle is dropped before they exit.
+    pub(crate) fn start(&self, roles: &[RoleId]) -> Result<Live, BenchError> {
+        let mut live = Live {
+            run: self.run.clone(),
+            roles: Vec::new(),
+        };
+        for &r in roles {
+            let pid = spawn_role(&r, &self.run)
+                .map_err(|e| BenchError::failed(format!("cannot start {r}: {e}")))?;
+            register_peer(pid);
+            live.roles.push((r, pid));
         }
+        Ok(live)
+    }
+}
+
+/// Role processes started by a [`MiniRun`], killed on drop.
+#[derive(Debug)]
+pub(crate) struct Live {
+    run: RunName,
+    roles: Vec<(RoleId, u32)>,
+}
+
+impl Live {
+    /// Reaps the roles that exited. `Ok(true)` once all have, an error as
+    /// soon as one failed (the others are then killed).
+    pub(crate) fn reap(&mut self) -> Result<bool, BenchError> {
+        let mut i = 0;
+        while i < self.roles.len() {
+            let (role, pid) = self.roles[i];
+            let ended = match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, c)) => Some(Ok(ExitStatus::Code(c))),
+                Ok(WaitStatus::Signaled(_, s, _)) => Some(Ok(ExitStatus::Signal(s as i32))),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            let Some(result) = ended else {
+                i += 1;
+                continue;
+            };
+            unregister_peer(pid);
+            self.roles.swap_remove(i);
+            let problem = match result {
+                Ok(st) if st.success() => None,
+                Ok(st) => Some(format!("role {role} {st}")),
+                Err(e) => Some(format!("cannot wait for role {role}: {e}")),
+            };
+            if let Some(p) = problem {
+                self.kill_all();
+                return Err(BenchError::failed(format!(
+                    "benchmark run {}: {p}",
+                    self.run
+                )));
+            }
+        }
+        Ok(self.roles.is_empty())
+    }
+
+    /// Waits until every role exited (at most `limit`).
+    pub(crate) fn wait(mut self, limit: Duration) -> Result<(), BenchError> {
+        let start = Instant::now();
+        while !self.reap()? {
+            if start.elapsed() > limit {
+                self.kill_all();
+                return Err(BenchError::failed(format!(
+                    "benchmark run {}: the roles did not finish within {} s",
+                    self.run,
+                    limit.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    fn kill_all(&mut self) {
+        for (_, pid) in self.roles.drain(..) {
+            let _ = nix::sys::signal::kill(
+                Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = waitpid(Pid::from_raw(pid as i32), None);
+            unregister_peer(pid);
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.kill_all();
     }
 }

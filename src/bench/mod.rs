@@ -21,6 +21,7 @@ pub(crate) mod image;
 pub(crate) mod minirun;
 pub(crate) mod peer;
 pub(crate) mod stream;
+pub(crate) mod tasks;
 pub mod transport;
 
 use std::ffi::OsString;
@@ -91,6 +92,7 @@ macro_rules! via_segments {
     )*};
 }
 via_segments!(
+    crate::shm::taskq::TableError,
     crate::shm::RingError,
     crate::shm::CreateError,
     crate::shm::OpenError,
@@ -187,6 +189,26 @@ pub(crate) fn best_of<E>(
         best = best.min(measure()?);
     }
     Ok(best)
+}
+
+/// A scratch directory for a benchmark's files, removed on drop.
+#[derive(Debug)]
+pub(crate) struct Scratch(pub(crate) std::path::PathBuf);
+
+impl Scratch {
+    /// `$TMPDIR/forkring-bench-<pid>-<tag>`, created.
+    pub(crate) fn new(tag: &str) -> Result<Scratch, BenchError> {
+        let d = std::env::temp_dir().join(format!("forkring-bench-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&d)
+            .map_err(|e| BenchError::failed(format!("{}: {e}", d.display())))?;
+        Ok(Scratch(d))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The run name of this process's bench segments: `bench-<pid>`.

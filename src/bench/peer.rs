@@ -47,6 +47,10 @@ pub(crate) struct PeerArgs {
     /// Seed of the vectors
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
+    /// pipe-stream/socket-stream: run the task pool's worker code on
+    /// length-prefixed task records (`forkring bench tasks`)
+    #[arg(long)]
+    pub(crate) tasks_worker: bool,
 }
 
 /// How long to wait for the parent's segment to be initialised.
@@ -72,6 +76,14 @@ pub(crate) fn run(args: &PeerArgs) -> Result<(), BenchError> {
             passes(&mut EventEnd { rx, tx }, args)?
         }
         Mechanism::Ring => ring(args)?,
+        Mechanism::PipeStream | Mechanism::SocketStream if args.tasks_worker => {
+            let [rx, tx] = fds::<2>(args)?;
+            let n = crate::bench::tasks::fd_worker(rx, tx)?;
+            PeerReport {
+                messages: Some(n),
+                ..PeerReport::default()
+            }
+        }
         Mechanism::PipeStream | Mechanism::SocketStream if args.vectors.is_some() => {
             let [tx] = fds::<1>(args)?;
             let dim = args.vectors.unwrap_or(0);

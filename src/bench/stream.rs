@@ -30,7 +30,9 @@ use super::minirun::MiniRun;
 use super::transport::{
     Mechanism, fd_args, on_stall, pipe, read_exact, report_of, stream_pair, write_all,
 };
-use super::{Launcher, Machine, PeerProcess, best_of, install_interrupt_handler, thousands};
+use super::{
+    Launcher, Machine, PeerProcess, Scratch, best_of, install_interrupt_handler, thousands,
+};
 
 /// Options of `forkring bench stream`.
 #[derive(Debug, Clone)]
@@ -61,24 +63,6 @@ fn settings(rate: Rate, count: u64) -> StreamSettings {
         format: StreamFormat::Jsonl,
         ring_slots: 4096,
         seed: SEED,
-    }
-}
-
-/// A scratch directory for the consumers' output, removed on drop.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Result<Scratch, BenchError> {
-        let d = std::env::temp_dir().join(format!("forkring-bench-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&d)
-            .map_err(|e| BenchError::failed(format!("{}: {e}", d.display())))?;
-        Ok(Scratch(d))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -46,6 +46,12 @@ impl From<crate::shm::RingError> for JobError {
     }
 }
 
+impl From<crate::shm::taskq::TableError> for JobError {
+    fn from(e: crate::shm::taskq::TableError) -> Self {
+        JobError::Segments(e.into())
+    }
+}
+
 impl From<crate::shm::segment::OutOfBounds> for JobError {
     fn from(e: crate::shm::segment::OutOfBounds) -> Self {
         JobError::Segments(e.into())

@@ -223,8 +223,10 @@ pub trait JobHost: Debug {
     /// before roles start: undo requests that belonged to the dead one.
     fn prepare_resume(&self) {}
     /// Called as soon as the supervisor has reaped a process of one of the
-    /// job's roles (whatever its exit), before any restart.
-    fn role_exited(&self, _role: &RoleId) {}
+    /// job's roles, before any restart: `failed` if it died or exited
+    /// non-zero, `stopping` if the run was stopping (it may have been
+    /// killed at the stop timeout).
+    fn role_exited(&self, _role: &RoleId, _failed: bool, _stopping: bool) {}
     /// Current progress.
     fn progress(&self) -> Progress;
     /// Writes the job's result files into `out` (atomically) and returns its

@@ -33,6 +33,7 @@ pub mod ring;
 pub mod segment;
 pub(crate) mod semaphore;
 pub(crate) mod set;
+pub(crate) mod taskq;
 pub mod turn;
 pub(crate) mod wait;
 

@@ -276,6 +276,50 @@ impl Region<'_> {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// Copies the 8-byte words `first..first + out.len()` of the region out
+    /// with volatile reads: another process may write them at any time, so
+    /// nothing is assumed about their values. Panics if the words are not
+    /// all inside the region.
+    pub(crate) fn read_words(&self, first: usize, out: &mut [u64]) {
+        self.check_words(first, out.len());
+        let p = self.ptr.as_ptr().cast::<u64>();
+        for (i, w) in out.iter_mut().enumerate() {
+            // SAFETY: word first + i lies inside the region (checked above),
+            // which lies in the mapping for the region's lifetime; the
+            // address is 8-aligned (checked above); a volatile read of a
+            // plain u64 yields some value whatever another process does.
+            *w = unsafe { p.add(first + i).read_volatile() };
+        }
+    }
+
+    /// Copies `words` into the region's 8-byte words from `first` with
+    /// volatile writes. The caller's protocol must give it these words.
+    /// Panics if they are not all inside the region.
+    pub(crate) fn write_words(&self, first: usize, words: &[u64]) {
+        self.check_words(first, words.len());
+        let p = self.ptr.as_ptr().cast::<u64>();
+        for (i, w) in words.iter().enumerate() {
+            // SAFETY: as in `read_words`; no reference into these bytes
+            // exists (regions only hand out copies).
+            unsafe { p.add(first + i).write_volatile(*w) };
+        }
+    }
+
+    fn check_words(&self, first: usize, n: usize) {
+        assert!(
+            self.ptr.as_ptr() as usize % 8 == 0,
+            "region is not 8-aligned"
+        );
+        assert!(
+            first
+                .checked_add(n)
+                .and_then(|e| e.checked_mul(8))
+                .is_some_and(|end| end <= self.len),
+            "words {first}..{first}+{n} are outside the region of {} bytes",
+            self.len
+        );
+    }
 }
 
 #[cfg(test)]

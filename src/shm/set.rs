@@ -21,6 +21,9 @@ pub enum SegmentsError {
     /// A ring is malformed.
     #[error(transparent)]
     Ring(#[from] RingError),
+    /// A task table is malformed.
+    #[error(transparent)]
+    Table(#[from] super::taskq::TableError),
     /// A parameter in a segment disagrees with the run's settings.
     #[error("segment {segment}: field {field} is {found}, but the run's settings say {expected}")]
     Param {

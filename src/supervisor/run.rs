@@ -471,7 +471,7 @@ impl Supervisor {
         // job may now take back what it held (the task pool requeues its
         // tasks at once).
         if let Some(j) = self.jobs.iter().find(|j| j.job().name() == role.job) {
-            j.role_exited(&role);
+            j.role_exited(&role, !status.success(), self.stop.is_some());
         }
         if status.success() {
             self.slots.insert(slot, Slot::Done);

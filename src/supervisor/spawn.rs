@@ -43,21 +43,7 @@ pub(crate) fn spawn_role(role: &RoleId, run: &RunName) -> io::Result<u32> {
     for v in SUPERVISOR_ONLY_ENV {
         cmd.env_remove(v);
     }
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (prctl, getppid); it allocates nothing
-    // (the error is built from a raw errno).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        })
-    };
+    crate::procinfo::kill_with_parent(&mut cmd);
     let child = cmd.spawn()?;
     // We reap with waitpid(-1) in the supervisor loop; dropping `Child`
     // neither waits nor kills.
