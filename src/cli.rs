@@ -136,8 +136,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) json: bool,
 
-    /// Replace the results of another run that --out already holds
-    /// (summary.json); without it such a run is refused
+    /// Replace the results of another run (another --name) that --out
+    /// already holds (summary.json); without it such a run is refused
     #[arg(long)]
     pub(crate) overwrite: bool,
 }

@@ -85,9 +85,11 @@ fn check_shm_space(name: &RunName, settings: &RunSettings) -> Result<(), RunErro
 }
 
 /// Refuses a new run into a directory that holds another run's results
-/// (its `summary.json`), before anything is created. A run resuming into
-/// its own directory never gets here.
-fn check_no_results(out: &std::path::Path) -> Result<(), RunError> {
+/// (a `summary.json` naming another run, or unreadable), before anything
+/// is created. The same run into its own directory is fine: a resume never
+/// gets here, and a run started again under its name replaces its results
+/// (the task pool continues from them).
+fn check_no_results(name: &RunName, out: &std::path::Path) -> Result<(), RunError> {
     let summary = out.join("summary.json");
     if !summary.is_file() {
         return Ok(());
@@ -97,6 +99,9 @@ fn check_no_results(out: &std::path::Path) -> Result<(), RunError> {
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v["run"].as_str().map(str::to_string))
         .unwrap_or_else(|| "?".into());
+    if other == name.as_str() {
+        return Ok(());
+    }
     Err(RunError::WouldOverwrite {
         out: out.to_path_buf(),
         other,
@@ -110,7 +115,7 @@ fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, boo
         return Ok((c, true));
     }
     if !opts.overwrite {
-        check_no_results(&opts.settings.out)?;
+        check_no_results(&opts.name, &opts.settings.out)?;
     }
     check_shm_space(&opts.name, &opts.settings)?;
     match OpenRun::create(&opts.name, &opts.settings) {
