@@ -79,13 +79,41 @@ struct SchedAttr {
     sched_util_max: u32,
 }
 
-/// Makes this process's timed wake-ups punctual, without privileges (so it
-/// works for any user and under systemd): a timer slack of 1 ns instead of
+/// Up to this rate a realtime producer leaves its core idle almost all the
+/// time (about 25 µs of work per vector); above it, or with `--rate max`,
+/// it could hold a core, so it stays a normal task.
+const REALTIME_MAX_HZ: f64 = 10_000.0;
+
+/// How the producer's wake-ups were made punctual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wakeups {
+    /// SCHED_FIFO priority 1: granted to root, CAP_SYS_NICE or an
+    /// RLIMIT_RTPRIO; refused by systemd's RestrictRealtime=yes.
+    Realtime,
+    /// SCHED_OTHER with a 100 µs slice and a 1 ns timer slack: any user.
+    ShortSlice,
+}
+
+/// Makes this process's timed wake-ups punctual for a schedule of `hz`.
+/// Without privileges (any user, systemd): a timer slack of 1 ns instead of
 /// the default 50 µs, and a 100 µs scheduler slice (SCHED_OTHER, nice
-/// unchanged). Both are best effort: an older kernel keeps its defaults, and
-/// the lateness figures show the result. Measured in the README (stream rate
-/// figures).
-fn tighten_wakeups() {
+/// unchanged), best effort (an older kernel keeps its defaults). Where the
+/// process may (root, CAP_SYS_NICE, RLIMIT_RTPRIO), and the rate leaves the
+/// core idle, SCHED_FIFO at the lowest priority instead. Measured in the
+/// README (stream rate figures); the lateness figures show the result.
+fn tighten_wakeups(hz: f64) -> Wakeups {
+    if hz <= REALTIME_MAX_HZ {
+        let p = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sched_setscheduler(0, ...) reads a live sched_param and
+        // changes only this process's policy; it fails with EPERM where
+        // realtime is not allowed. SCHED_RESET_ON_FORK: no child inherits.
+        let r = unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &p)
+        };
+        if r == 0 {
+            return Wakeups::Realtime;
+        }
+    }
     // SAFETY: prctl(PR_SET_TIMERSLACK) takes an integer and affects only
     // this thread's timers; no memory is passed.
     let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
@@ -103,6 +131,7 @@ fn tighten_wakeups() {
     // scheduling; the kernel rejects values it does not accept.
     #[allow(clippy::disallowed_methods)]
     let _ = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    Wakeups::ShortSlice
 }
 
 /// Runs the producer of the run.
@@ -189,7 +218,7 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
             // each vector takes. After a stall (full ring), missed deadlines
             // are caught up at once. Each slot carries its deadline, so the
             // consumer measures how late it was sent.
-            tighten_wakeups();
+            let _how = tighten_wakeups(hz);
             let t0 = monotonic_ns();
             let mut k: u64 = 0;
             while rec.next_seq < count && !finishing() {
