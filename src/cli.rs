@@ -251,6 +251,11 @@ pub struct BenchTasksArgs {
     /// meaningful)
     #[arg(long)]
     pub quick: bool,
+    /// Only these workloads, comma-separated: io, dispatch, cpu, relay,
+    /// recovery [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "LIST",
+          value_parser = clap::builder::PossibleValuesParser::new(crate::bench::tasks::WORKLOADS))]
+    pub only: Vec<String>,
 }
 
 /// Options of `forkring bench image`.
@@ -508,6 +513,7 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
             BenchCommand::Tasks(t) => crate::bench::tasks::run(&crate::bench::tasks::Options {
                 json: t.json,
                 quick: t.quick,
+                only: t.only,
             }),
             BenchCommand::Stream(s) => crate::bench::stream::run(&crate::bench::stream::Options {
                 count: s.count,

@@ -199,21 +199,16 @@ struct Head {
     claim_hint: CachePadded<AtomicU32>,
     /// Where submitters start scanning: a hint only.
     reserve_hint: CachePadded<AtomicU32>,
-    /// Tasks ever published, claimed, completed, requeued, quarantined
-    /// (statistics; display only).
+    /// Requeued, returned and quarantined tasks (display only).
     stats: CachePadded<TableStats>,
 }
 
-/// Counters kept by the table (display only).
+/// Counters of rare events kept by the table (display only; the common
+/// ones, claims and results, are counted per worker, on lines no other
+/// process writes).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct TableStats {
-    /// Tasks published.
-    pub published: Stat64,
-    /// Claims made.
-    pub claimed: Stat64,
-    /// Results committed by workers.
-    pub completed: Stat64,
     /// Tasks put back after their claimant died.
     pub requeued: Stat64,
     /// Tasks put back at a stop (their claimant was killed by the stop).
@@ -744,7 +739,6 @@ impl<'a> TaskTable<'a> {
         if !self.cas(r.slot, r.word, queued) {
             return false;
         }
-        self.head.stats.published.add(1);
         // SYNC POINT: wakes workers sleeping on the queued epoch; the
         // slot's own CAS above carries the data.
         self.head.queued.fetch_add(1);
@@ -815,7 +809,6 @@ impl<'a> TaskTable<'a> {
                 h.claimed_ns = crate::clock::monotonic_ns();
                 self.set_header(slot, h);
                 self.head.claim_hint.store(slot + 1, Ordering::Relaxed);
-                self.head.stats.claimed.add(1);
                 self.worker(w).current.set(slot as u64 + 1);
                 return Some(Claim {
                     slot,
@@ -944,7 +937,6 @@ impl<'a> TaskTable<'a> {
         if !self.cas(c.slot, c.word, done) {
             return false;
         }
-        self.head.stats.completed.add(1);
         self.worker(w).completed.add(1);
         self.worker(w).current.set(0);
         // SYNC POINT: wakes the recorder; the CAS above carries the data.
@@ -1046,6 +1038,29 @@ impl<'a> TaskTable<'a> {
                     .map(|word| Seen { slot, word, raw })
             })
             .collect()
+    }
+
+    /// Up to `max` slots in `state`, scanning circularly from slot `*from`
+    /// and leaving `*from` just after the last one found (where the next
+    /// scan should start). A caller that collects results as they come
+    /// (the recorder) looks at the slots in submission order and stops
+    /// early, instead of reading the whole table every time.
+    pub fn next_in_state(&self, state: SlotState, from: &mut u32, max: usize) -> Vec<Seen> {
+        let n = self.params.slots;
+        let start = *from % n;
+        let mut out = Vec::new();
+        for k in 0..n {
+            if out.len() >= max {
+                break;
+            }
+            let slot = (start + k) % n;
+            let raw = self.load(slot);
+            if let Some(word) = Word::unpack(raw).filter(|w| w.state == state) {
+                out.push(Seen { slot, word, raw });
+                *from = slot + 1;
+            }
+        }
+        out
     }
 
     /// Counts slots by state: free, filling, queued, claimed, done,

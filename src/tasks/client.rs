@@ -102,6 +102,8 @@ pub(crate) struct Recorder<'a> {
     unix_base_ms: u64,
     task: Vec<u8>,
     result: Vec<u8>,
+    /// Where the next scan for results starts (a hint).
+    scan_from: u32,
 }
 
 impl std::fmt::Debug for Recorder<'_> {
@@ -146,6 +148,7 @@ impl<'a> Recorder<'a> {
             unix_base_ms: ctl.unix_base_ms.get(),
             task: Vec::new(),
             result: Vec::new(),
+            scan_from: 0,
         })
     }
 
@@ -191,14 +194,16 @@ impl<'a> Recorder<'a> {
 
     /// Records up to one chunk of DONE slots and commits. Returns how many.
     pub(crate) fn record_done(&mut self) -> Result<usize, JobError> {
-        let done = self.table.in_state(SlotState::Done);
+        let done = self
+            .table
+            .next_in_state(SlotState::Done, &mut self.scan_from, PENDING);
         if done.is_empty() {
             return Ok(0);
         }
         let mut lines = Vec::with_capacity(256 * done.len().min(PENDING));
         let mut st = self.st;
         st.pending_len = 0;
-        for seen in done.into_iter().take(PENDING) {
+        for seen in done {
             let owner = self.table.owner(seen.slot)?;
             self.table.read_task(seen.slot, &mut self.task)?;
             self.table.read_result(seen.slot, &mut self.result)?;

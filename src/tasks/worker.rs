@@ -60,6 +60,8 @@ struct Worker<'a> {
     task: Vec<u8>,
     /// Holding a task on its last attempt: claim nothing else.
     alone: bool,
+    /// (queued epoch, idle) of the last claim scan that found nothing.
+    scanned: Option<(u32, bool)>,
 }
 
 /// The result of a task whose workers died `deaths` times running it.
@@ -111,6 +113,7 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
         children: Vec::new(),
         task: Vec::new(),
         alone: false,
+        scanned: None,
     };
     ctx.attached();
     // With --max-attempts 1 a first death quarantines: nothing runs alone.
@@ -124,12 +127,18 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
         let stopping = ctx.stop().is_set() || ctl.finish.is_set();
         let epoch = w.table.queued_epoch();
         let mut claimed = false;
-        if !stopping {
+        // A scan of the whole table that found nothing is not repeated
+        // until something is queued (the epoch moves) or we become idle
+        // (tasks left to idle workers are then ours to take).
+        let idle_now = w.in_flight() == 0;
+        let fresh = w.scanned != Some((epoch, idle_now));
+        if !stopping && fresh {
             // A task's last attempt runs alone (see `claim`), so that only
             // its own death quarantines it.
             while w.in_flight() < s.concurrency as usize && !w.alone {
                 let idle = w.in_flight() == 0;
                 let Some(c) = w.table.claim(w.index, w.inc, idle, suspect_at) else {
+                    w.scanned = Some((epoch, idle));
                     break;
                 };
                 claimed = true;
