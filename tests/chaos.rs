@@ -199,8 +199,10 @@ fn crash_loop_trips_the_restart_limit() {
         "--restart-window",
         "10",
     ]);
+    // Both attached (not merely alive): a consumer still validating the
+    // ring would meet the corrupt field too.
     assert!(
-        wait_roles(&sc.name, 2, Duration::from_secs(60)),
+        wait_attached(&sc.name, 2, Duration::from_secs(60)),
         "{}",
         bg.log()
     );
@@ -215,6 +217,10 @@ fn crash_loop_trips_the_restart_limit() {
     let (status, log) = bg.wait(Duration::from_secs(120));
     assert_eq!(status.code(), Some(3), "{log}");
     assert!(log.contains("role producer exited with status 1"), "{log}");
+    assert!(
+        !log.contains("consumer exited"),
+        "the attached consumer is unaffected: {log}"
+    );
     assert!(log.contains("more than 3 restarts"), "{log}");
     assert!(
         log.contains("ring field capacity = 3 is invalid"),

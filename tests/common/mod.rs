@@ -300,3 +300,29 @@ pub fn patch_in_place(path: &str, offset: u64, bytes: &[u8]) {
     f.write_all_at(bytes, offset)
         .unwrap_or_else(|e| panic!("{path}: {e}"));
 }
+
+/// Waits until `run` has `n` roles attached (state `running` in `status
+/// --json`: past opening and validating their segments), or `limit`
+/// passes. Alive is not enough where a test changes a segment: a role still
+/// attaching would read the change.
+pub fn wait_attached(run: &str, n: usize, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let o = forkring(&["status", run, "--json"]);
+        let attached = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| {
+                v[0]["roles"].as_array().map(|r| {
+                    r.iter()
+                        .filter(|r| r["state"] == "running" && r["alive"] == true)
+                        .count()
+                })
+            })
+            .unwrap_or(0);
+        if attached >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
