@@ -97,6 +97,17 @@ impl Bg {
     }
 }
 
+/// A test that fails midway must not leave its run working: the
+/// supervisor is killed (its roles die with it: parent-death signal).
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts `forkring args...` in the background, output to a file.
 pub fn spawn(args: &[&str]) -> Bg {
     spawn_env(args, &[])
