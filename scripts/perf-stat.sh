@@ -140,6 +140,8 @@ if stream and cs is not None and stream.get("received"):
 
 pf = num("page-faults")
 shm = summary.get("shm_bytes")
+if isinstance(shm, dict):  # summary.json schema 2: by owner, with the total
+    shm = shm.get("total")
 if pf is not None and shm:
     pages = shm / 4096
     print(f"  page faults: {pf:,.0f} for {shm / 2**20:.1f} MiB of segments ({pages:,.0f} pages): "

@@ -38,7 +38,7 @@ Examples:
 /// forkring: a supervisor for multi-process jobs that talk only through
 /// POSIX shared memory and futexes.
 #[derive(Debug, Parser)]
-#[command(name = "forkring", version, propagate_version = true, after_help = EXIT_CODES)]
+#[command(name = "forkring", version = crate::VERSION, propagate_version = true, after_help = EXIT_CODES)]
 #[command(
     long_about = "forkring runs a small multi-process system on one Linux host. \
 `forkring run` supervises role processes (ping and pong paint an image, producer and consumer \
@@ -71,6 +71,12 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
     /// Measure forkring's IPC against the kernel's, between two processes.
     Bench(BenchArgs),
+    /// Print a shell completion script: bash, zsh or fish (see the README
+    /// for where to put it).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) of forkring or of one subcommand:
+    /// `forkring man | man -l -`.
+    Man(ManArgs),
     /// The second process of a `bench` measurement (started by `bench`).
     #[command(hide = true)]
     BenchPeer(crate::bench::peer::PeerArgs),
@@ -79,8 +85,9 @@ pub(crate) enum Command {
 /// Options of `forkring run` shared by every job (each job adds its own).
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Name of the run; its segments are /dev/shm/forkring.NAME.*
-    #[arg(long, default_value = "default", value_parser = parse_run_name)]
+    /// Name of the run; its segments are /dev/shm/forkring.NAME.* [default:
+    /// default]
+    #[arg(long, default_value = "default", hide_default_value = true, value_parser = parse_run_name)]
     pub(crate) name: RunName,
 
     /// Directory for the results [default: ./forkring-out/NAME]
@@ -95,34 +102,65 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) seed: Option<u64>,
 
-    /// Stop the run after this many seconds of work (results are handed off)
+    /// Finish the run after this many seconds of work, counted over every
+    /// supervisor of the run (a resume gets what remains); results are
+    /// handed off [default: no limit]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) duration: Option<Duration>,
 
     /// Seconds roles get to finish after a stop request before SIGKILL
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
+    /// [default: 5]
+    #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) stop_timeout: Duration,
 
     /// Give up after more than this many restarts within --restart-window
-    #[arg(long, default_value_t = 10, help_heading = "Supervision")]
+    /// [default: 10]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        hide_default_value = true,
+        help_heading = "Supervision"
+    )]
     pub(crate) max_restarts: u32,
 
-    /// Window of the restart limit, seconds
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
+    /// Window of the restart limit, seconds [default: 5]
+    #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) restart_window: Duration,
 
     /// Seconds to reach the NATS server of --export or --from at start-up,
     /// 0.001 to 3600; past it the run fails before anything is created
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_connect_timeout, help_heading = "NATS (--export, --from)")]
+    /// [default: 5]
+    #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_connect_timeout, help_heading = "NATS (--export, --from)")]
     pub(crate) connect_timeout: f64,
 
-    /// No progress output (the final summary line is still printed)
+    /// No progress output (the final summary is still printed)
     #[arg(long, short)]
     pub(crate) quiet: bool,
 
-    /// Print the final summary as JSON on stdout (progress goes to stderr)
+    /// Print summary.json on stdout instead of the summary line
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Replace the results of another run (another --name) that --out
+    /// already holds (summary.json); without it such a run is refused
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+}
+
+/// Options of `forkring completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// Options of `forkring man`.
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// A subcommand's page instead of forkring's (`forkring man run`)
+    pub(crate) subcommand: Option<String>,
 }
 
 /// Options of `forkring status`.
@@ -131,9 +169,22 @@ pub(crate) struct StatusArgs {
     /// Only this run
     #[arg(value_parser = parse_run_name)]
     pub(crate) name: Option<RunName>,
-    /// One JSON object per run, one per line
+    /// One JSON document: an array with an object per run (`[]` if none)
     #[arg(long)]
     pub(crate) json: bool,
+    /// Show the status again every SECS seconds (0.1 to 86400) until
+    /// interrupted, like watch(1) [default: 2]
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_watch)]
+    pub(crate) watch: Option<Duration>,
+}
+
+/// `--watch` intervals.
+fn parse_watch(s: &str) -> Result<Duration, String> {
+    let d = crate::units::parse_seconds(s)?;
+    if !(0.1..=86_400.0).contains(&d.as_secs_f64()) {
+        return Err(format!("{s} seconds is out of range; give 0.1 to 86400"));
+    }
+    Ok(d)
 }
 
 /// Options of `forkring clean`.
@@ -163,6 +214,9 @@ pub(crate) struct HandoffArgs {
 pub(crate) struct VerifyArgs {
     /// A run's result directory (its --out)
     pub(crate) dir: PathBuf,
+    /// Print the result as one JSON object
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Options of `forkring bench`.
@@ -216,9 +270,9 @@ pub(crate) struct BenchImageArgs {
     /// Image size for the solo/alternating comparison [default: 4096]
     #[arg(long, value_parser = crate::image::settings::parse_size)]
     pub(crate) size: Option<(u32, u32)>,
-    /// Skip the Python ping-pong system's size table
-    #[arg(long)]
-    pub(crate) no_reference: bool,
+    /// Skip the Python ping-pong system's size table (README)
+    #[arg(long, alias = "no-reference")]
+    pub(crate) no_python_sizes: bool,
     /// Runs per figure; the best is reported (noise from other load)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) repeat: u32,
@@ -330,7 +384,8 @@ pub fn main(registry: Registry) -> ! {
     match dispatch(&m, registry) {
         Ok(()) => std::process::exit(0),
         Err(f) => {
-            eprintln!("forkring: error: {}", f.message);
+            // The same prefix as clap's usage errors.
+            eprintln!("error: {}", f.message);
             std::process::exit(f.code);
         }
     }
@@ -348,8 +403,21 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
         if let Some(kind) = job.role_kinds().iter().find(|k| k.name == name) {
             let run = sm.get_one::<RunName>("run").expect("required");
             let index = *sm.get_one::<u32>("index").expect("defaulted");
-            return crate::supervisor::role::run_role(registry, kind.name, run, index, sm)
-                .map_err(|e| report(e.into(), Some(run)));
+            // A role's error reaches the supervisor's stderr: name the role.
+            let who = if kind.multiple {
+                format!("{} {index}", kind.name)
+            } else {
+                kind.name.to_string()
+            };
+            return crate::supervisor::role::run_role(registry, kind.name, run, index, sm).map_err(
+                |e| {
+                    let f = report(e.into(), Some(run));
+                    Failure {
+                        message: format!("{who}: {}", f.message),
+                        ..f
+                    }
+                },
+            );
         }
         if let Some(c) = job
             .commands()
@@ -382,16 +450,54 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
             crate::supervisor::run::run(opts, signals, registry)
                 .map_err(|e| report(e.into(), Some(&name)))
         }
-        Command::Status(a) => crate::ops::status(a.name.as_ref(), a.json, registry)
+        Command::Status(a) => crate::ops::status(a.name.as_ref(), a.json, a.watch, registry)
             .map_err(|e| report(e.into(), a.name.as_ref())),
+        Command::Completions(a) => {
+            let mut cmd = command(registry);
+            let mut out = Vec::new();
+            clap_complete::generate(a.shell, &mut cmd, "forkring", &mut out);
+            write_stdout(&out)
+        }
+        Command::Man(a) => {
+            let cmd = command(registry);
+            let page = match &a.subcommand {
+                None => cmd,
+                Some(name) => {
+                    let sub = cmd.find_subcommand(name).cloned().ok_or_else(|| Failure {
+                        code: EXIT_USAGE,
+                        message: format!(
+                            "no subcommand {name:?}; see `forkring --help` for the list"
+                        ),
+                    })?;
+                    // clap names are 'static; this command prints and exits.
+                    let full: &'static str =
+                        Box::leak(format!("forkring-{}", sub.get_name()).into_boxed_str());
+                    sub.name(full).version(crate::VERSION)
+                }
+            };
+            let mut out = Vec::new();
+            clap_mangen::Man::new(page)
+                .render(&mut out)
+                .map_err(|e| Failure {
+                    code: EXIT_FAILURE,
+                    message: format!("cannot render the manual page: {e}"),
+                })?;
+            write_stdout(&out)
+        }
         Command::Clean(a) => crate::ops::clean(a.name.as_ref(), a.dry_run)
             .map_err(|e| report(e.into(), a.name.as_ref())),
         Command::Handoff(a) => crate::ops::handoff(&a.run, a.out.as_deref(), registry)
             .map_err(|e| report(e.into(), Some(&a.run))),
         Command::Verify(a) => {
-            let lines = crate::ops::verify(&a.dir, registry).map_err(|e| report(e.into(), None))?;
-            for l in lines {
-                println!("ok: {l}");
+            let result = crate::ops::verify(&a.dir, registry);
+            if a.json {
+                let doc = crate::ops::verify_json(&a.dir, &result);
+                write_stdout(format!("{doc}\n").as_bytes())?;
+            }
+            let lines = result.map_err(|e| report(e.into(), None))?;
+            if !a.json {
+                let text: String = lines.iter().map(|l| format!("ok: {l}\n")).collect();
+                write_stdout(text.as_bytes())?;
             }
             Ok(())
         }
@@ -407,7 +513,7 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
             BenchCommand::Image(i) => crate::bench::image::run(&crate::bench::image::Options {
                 size: i.size.unwrap_or((4096, 4096)),
                 json: i.json,
-                reference: !i.no_reference,
+                python_sizes: !i.no_python_sizes,
                 repeat: i.repeat,
             }),
             BenchCommand::Tasks(t) => crate::bench::tasks::run(&crate::bench::tasks::Options {
@@ -425,6 +531,18 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
         .map_err(|e| report(e.into(), None)),
         Command::BenchPeer(a) => crate::bench::peer::run(&a).map_err(|e| report(e.into(), None)),
     }
+}
+
+/// Writes to stdout; a reader that went away is a failure, not a panic.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_all(bytes)
+        .and_then(|()| o.flush())
+        .map_err(|e| Failure {
+            code: EXIT_FAILURE,
+            message: format!("cannot write to stdout: {e}"),
+        })
 }
 
 /// A seed from the kernel's generator (the time and pid if that fails).
@@ -510,6 +628,7 @@ fn run_options(a: &RunArgs, m: &ArgMatches, registry: Registry) -> Result<RunOpt
         duration: a.duration,
         quiet: a.quiet,
         json: a.json,
+        overwrite: a.overwrite,
         seed_given: a.seed.is_some(),
     })
 }
@@ -561,6 +680,11 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
         Error::Run(RunError::NoSuchRun(_)) => {
             (EXIT_FAILURE, "; `forkring status` lists the runs".into())
         }
+        Error::Run(RunError::Unreadable { run, .. }) => (EXIT_FAILURE, clean(run)),
+        Error::Run(RunError::WouldOverwrite { .. }) => (
+            EXIT_FAILURE,
+            "; pass --overwrite to replace them, or choose another --out".into(),
+        ),
         Error::Job(JobError::SupervisorGone { run })
         | Error::Run(RunError::Job(JobError::SupervisorGone { run })) => (
             EXIT_FAILURE,

@@ -42,3 +42,21 @@ pub(crate) fn sleep_until_ns(deadline_ns: u64) {
         &ts,
     );
 }
+
+/// Milliseconds since the Unix epoch on CLOCK_REALTIME.
+pub(crate) fn unix_ms() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) {
+        Ok(t) => t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000,
+        Err(_) => 0,
+    }
+}
+
+/// A CLOCK_MONOTONIC instant (ns, as in the stream's slots) as RFC 3339
+/// UTC, converted with the clocks' offset now (monotonic time is shared by
+/// every process of the host since boot).
+pub(crate) fn monotonic_to_utc(ns: u64) -> String {
+    let now_mono = monotonic_ns();
+    let now_ms = unix_ms() as i128;
+    let ms = now_ms - (now_mono as i128 - ns as i128) / 1_000_000;
+    crate::units::rfc3339_utc(ms.max(0) as u64)
+}

@@ -36,3 +36,12 @@ pub mod stream;
 pub mod supervisor;
 pub mod tasks;
 pub mod units;
+
+/// forkring's version and the git commit it was built from (`build.rs`;
+/// "unknown" when built outside a git checkout): `0.1.0 (commit 2e04509a1b)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FORKRING_GIT_COMMIT"),
+    ")"
+);

@@ -26,11 +26,16 @@ fn runs_in_shm() -> Result<BTreeSet<RunName>, RunError> {
         .collect())
 }
 
+/// `schema_version` of each run object of `status --json` (documented in
+/// `docs/schemas.md`).
+pub(crate) const STATUS_SCHEMA_VERSION: u32 = 2;
+
 fn status_of(run: &RunName, registry: Registry) -> Value {
     let open = match OpenRun::open(run, Access::ReadOnly, registry) {
         Ok(c) => c,
         Err(e) => {
-            return json!({ "run": run.as_str(), "error": e.to_string(),
+            return json!({ "schema_version": STATUS_SCHEMA_VERSION, "run": run.as_str(),
+                "readable": false, "error": e.to_string(),
                 "segments": segment_files_of(run).unwrap_or_default() });
         }
     };
@@ -61,11 +66,14 @@ fn status_of(run: &RunName, registry: Registry) -> Value {
         Err(f) => (Vec::new(), Some(f.to_string())),
     };
     json!({
+        "schema_version": STATUS_SCHEMA_VERSION,
         "run": run.as_str(),
+        "readable": true,
         "supervisor": { "pid": c.supervisor_pid(), "alive": c.supervisor_alive() },
         "phase": c.phase().map(|p| p.name()).unwrap_or("corrupt"),
         "jobs": open.settings.job_names(),
         "out": open.settings.out.display().to_string(),
+        "started": crate::units::rfc3339_utc(c.created_unix_ms()),
         "seconds": c.prior_seconds(),
         "resumes": c.resumes(),
         "roles": roles,
@@ -74,14 +82,18 @@ fn status_of(run: &RunName, registry: Registry) -> Value {
     })
 }
 
-fn print_status(v: &Value) {
+/// A run's status as text (the lines `forkring status` prints).
+fn status_text(v: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let run = v["run"].as_str().unwrap_or("?");
-    if v["supervisor"].is_null() {
-        println!(
+    if v["readable"] != true {
+        let _ = writeln!(
+            out,
             "run {run}: unreadable: {}",
             v["error"].as_str().unwrap_or("?")
         );
-        return;
+        return out;
     }
     let alive = v["supervisor"]["alive"].as_bool() == Some(true);
     let jobs: Vec<&str> = v["jobs"]
@@ -90,7 +102,8 @@ fn print_status(v: &Value) {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    println!(
+    let _ = writeln!(
+        out,
         "run {run}: {} (supervisor pid {}{}), jobs {}, {:.1} s of work, {}, out {}",
         v["phase"].as_str().unwrap_or("?"),
         v["supervisor"]["pid"],
@@ -104,12 +117,14 @@ fn print_status(v: &Value) {
         crate::units::plural(v["resumes"].as_u64().unwrap_or(0), "resume", "resumes"),
         v["out"].as_str().unwrap_or("?"),
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  {:<12} {:>8} {:<9} {:<6} {:>8}  last failure",
         "role", "pid", "state", "alive", "restarts"
     );
     for r in v["roles"].as_array().into_iter().flatten() {
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<12} {:>8} {:<9} {:<6} {:>8}  {}",
             // serde_json's numbers ignore format widths: print them as u64.
             r["role"].as_str().unwrap_or("?"),
@@ -120,26 +135,37 @@ fn print_status(v: &Value) {
             } else {
                 "no"
             },
-            r["restarts"].as_u64().unwrap_or(0),
+            crate::units::thousands(r["restarts"].as_u64().unwrap_or(0)),
             r["last_exit"].as_str().unwrap_or("-"),
         );
     }
     for p in v["progress"].as_array().into_iter().flatten() {
         if let Ok(p) = serde_json::from_value::<Progress>(p.clone()) {
-            println!("  {}", describe(&p, None));
+            let _ = writeln!(out, "  {}", describe(&p, None));
         }
     }
     if let Some(e) = v["error"].as_str() {
-        println!("  progress unavailable: {e}");
+        let _ = writeln!(out, "  progress unavailable: {e}");
     }
+    out
 }
 
-/// `forkring status [NAME] [--json]`.
-pub(crate) fn status(
+/// Writes `text` to stdout; a closed pipe is an error, not a panic.
+fn emit(text: &str) -> Result<(), RunError> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())
+        .and_then(|()| o.flush())
+        .map_err(RunError::Stdout)
+}
+
+/// One view of `status`: the text or JSON document, and the run that was
+/// asked for by name but could not be read.
+fn status_view(
     name: Option<&RunName>,
     as_json: bool,
     registry: Registry,
-) -> Result<(), RunError> {
+) -> Result<(String, Option<RunError>), RunError> {
     let runs: Vec<RunName> = match name {
         Some(n) => {
             if segment_files_of(n)?.is_empty() {
@@ -149,18 +175,64 @@ pub(crate) fn status(
         }
         None => runs_in_shm()?.into_iter().collect(),
     };
-    if runs.is_empty() && !as_json {
-        println!("no runs in /dev/shm");
-    }
-    for r in &runs {
-        let v = status_of(r, registry);
-        if as_json {
-            println!("{}", serde_json::to_string(&v).expect("serialisable"));
+    let views: Vec<Value> = runs.iter().map(|r| status_of(r, registry)).collect();
+    let unreadable = match (name, views.first()) {
+        (Some(n), Some(v)) if v["readable"] != true => Some(RunError::Unreadable {
+            run: n.clone(),
+            detail: v["error"].as_str().unwrap_or("?").to_string(),
+        }),
+        _ => None,
+    };
+    let text = if as_json {
+        // One JSON document: an array of runs, `[]` when there are none.
+        let mut t = serde_json::to_string(&views).expect("JSON values serialise");
+        t.push('\n');
+        t
+    } else if views.is_empty() {
+        "no runs in /dev/shm\n".to_string()
+    } else {
+        views.iter().map(status_text).collect()
+    };
+    Ok((text, unreadable))
+}
+
+/// `forkring status [NAME] [--json] [--watch SECS]`. `status NAME` fails
+/// (after printing what it could) when the run is unreadable; the list of
+/// every run marks such runs instead. With `watch`, the view is printed
+/// again every interval (on a terminal, in place) until interrupted.
+pub(crate) fn status(
+    name: Option<&RunName>,
+    as_json: bool,
+    watch: Option<std::time::Duration>,
+    registry: Registry,
+) -> Result<(), RunError> {
+    let Some(every) = watch else {
+        let (text, unreadable) = status_view(name, as_json, registry)?;
+        emit(&text)?;
+        return unreadable.map_or(Ok(()), Err);
+    };
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal() && !as_json;
+    loop {
+        let text = match status_view(name, as_json, registry) {
+            Ok((text, _)) => text,
+            // A run that ended (or not yet started) is part of the view.
+            Err(e @ RunError::NoSuchRun(_)) => format!("{e}\n"),
+            Err(e) => return Err(e),
+        };
+        if tty {
+            let now = crate::units::rfc3339_utc(crate::clock::unix_ms());
+            // Home, clear the screen, then the view, as watch(1) does.
+            emit(&format!(
+                "\x1b[H\x1b[2JEvery {:.1} s: forkring status{}    {now}\n\n{text}",
+                every.as_secs_f64(),
+                name.map(|n| format!(" {n}")).unwrap_or_default()
+            ))?;
         } else {
-            print_status(&v);
+            emit(&text)?;
         }
+        std::thread::sleep(every);
     }
-    Ok(())
 }
 
 /// Removes every segment of `run` if no supervisor is alive. Returns the
@@ -227,12 +299,14 @@ pub(crate) fn clean(name: Option<&RunName>, dry_run: bool) -> Result<(), RunErro
     };
     let mut removed = 0usize;
     let mut refused = Vec::new();
+    let mut listed = 0usize;
     for r in &runs {
         if dry_run {
             let live = Control::open(r, Access::ReadOnly)
                 .map(|c| c.supervisor_alive())
                 .unwrap_or(false);
             for f in segment_files_of(r)? {
+                listed += 1;
                 println!(
                     "{} /dev/shm/{f}",
                     if live {
@@ -255,15 +329,20 @@ pub(crate) fn clean(name: Option<&RunName>, dry_run: bool) -> Result<(), RunErro
                 if name.is_some() {
                     return Err(e);
                 }
-                eprintln!("forkring: {e}; not cleaning run {r}");
+                eprintln!("warning: {e}; not cleaning run {r}");
                 refused.push(r.to_string());
             }
         }
     }
-    if !dry_run && removed == 0 && refused.is_empty() {
+    let nothing = if dry_run {
+        listed == 0
+    } else {
+        removed == 0 && refused.is_empty()
+    };
+    if nothing {
         match name {
             Some(n) => println!("run {n} has no segments; nothing to clean"),
-            None => println!("no stale runs in /dev/shm"),
+            None => println!("no runs in /dev/shm; nothing to clean"),
         }
     }
     Ok(())
@@ -377,4 +456,19 @@ pub(crate) fn verify(dir: &Path, registry: Registry) -> Result<Vec<String>, RunE
         )));
     }
     Ok(lines)
+}
+
+/// `verify --json`: the result as one JSON object.
+pub(crate) fn verify_json(dir: &Path, result: &Result<Vec<String>, RunError>) -> Value {
+    let (ok, checks, error) = match result {
+        Ok(lines) => (true, lines.clone(), None),
+        Err(e) => (false, Vec::new(), Some(e.to_string())),
+    };
+    json!({
+        "schema_version": 1,
+        "dir": dir.display().to_string(),
+        "ok": ok,
+        "checks": checks,
+        "error": error,
+    })
 }

@@ -237,6 +237,12 @@ pub(crate) fn publish_working(working: &Path, dest: &Path) -> Result<Written, Ou
 
 /// Fsyncs a directory so that renames in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), OutputError> {
+    // The parent of a bare file name (`x.png`) is "": the current directory.
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(out_err("sync directory", dir))

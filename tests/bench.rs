@@ -21,7 +21,7 @@ fn bench_image_reports_solo_and_alternating() {
         "image",
         "--size",
         "96x64",
-        "--no-reference",
+        "--no-python-sizes",
         "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o));

@@ -204,6 +204,22 @@ fn render_time_travel() {
     }
     let (_, _, full) = forkring::outfile::decode_png(&dir.path().join("image.png")).unwrap();
     assert_eq!(full, hist.replay(n));
+    // A bare file name, as the README writes it: in the current directory.
+    let o = std::process::Command::new(bin())
+        .current_dir(dir.path())
+        .args([
+            "render",
+            "history.bin",
+            "--iteration",
+            "7",
+            "--out",
+            "x.png",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (_, _, seven) = forkring::outfile::decode_png(&dir.path().join("x.png")).unwrap();
+    assert_eq!(seven, hist.replay(7));
     let o = forkring(&[
         "render",
         hist_path.to_str().unwrap(),

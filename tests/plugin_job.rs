@@ -272,7 +272,7 @@ impl JobHost for CounterHost {
             )],
         }
     }
-    fn handoff(&self, out: &Path, _ctx: &HandoffCtx) -> Result<Value, JobError> {
+    fn handoff(&self, out: &Path, _ctx: &HandoffCtx<'_>) -> Result<Value, JobError> {
         let per: Vec<u64> = (0..self.settings.workers)
             .map(|w| self.seg.count(w).get())
             .collect();
@@ -370,6 +370,7 @@ fn full_lifecycle() {
     let st = forkring_here(&["status", &sc.name, "--json"]);
     assert!(st.status.success(), "{}", text(&st));
     let v: Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = &v[0];
     assert_eq!(v["jobs"], json!(["counter"]), "{v}");
     assert_eq!(v["roles"].as_array().unwrap().len(), 8, "{v}");
     assert_eq!(v["roles"][3]["role"], "counter-worker 3", "{v}");

@@ -80,7 +80,7 @@ fn stream_handoff_publishes_committed_slots() {
     for chunk in 0..2 {
         assert!(ring.free(20).unwrap() >= 20);
         for k in 0..20 {
-            write_slot(ring.slot_mut(k), rec.next_seq, 1_000 + rec.next_seq, &g).unwrap();
+            write_slot(ring.slot_mut(k), rec.next_seq, 1_000 + rec.next_seq, 0, &g).unwrap();
             rec.next_seq += 1;
         }
         rec.head = rec.head.wrapping_add(20);

@@ -48,7 +48,7 @@ fn parse_text(dir: &std::path::Path) -> (Vec<Row>, Vec<Table>) {
         {
             continue;
         }
-        if line.starts_with("rate:") {
+        if line.starts_with("rate ") || line.starts_with("filled in:") {
             in_table = false;
             continue;
         }
@@ -222,8 +222,18 @@ fn sigkill_of_producer_and_consumer_loses_nothing() {
             .map(|l| {
                 let mut l = l.clone();
                 let o = l.as_object_mut().unwrap();
-                o.remove("rate_mean");
-                o.remove("rate_std");
+                // Timing figures differ from run to run; everything else
+                // (counts, filled ranges, statistics) must not.
+                for k in [
+                    "sent_ns",
+                    "time_utc",
+                    "rate_hz",
+                    "interval_std_us",
+                    "lateness_max_us",
+                    "lateness_p99_us",
+                ] {
+                    assert!(o.remove(k).is_some(), "field {k} missing");
+                }
                 l
             })
             .collect()
@@ -323,4 +333,107 @@ fn roles_by_hand_are_checked_against_the_run() {
         Some(st["received"].as_u64().unwrap() + st["dropped"].as_u64().unwrap())
     );
     assert!(segments_of(&sc.name).is_empty());
+}
+
+/// Runs a 3 s, 1 kHz stream beside one CPU hog per core (standing in for
+/// the image job's two spinning roles), as nobody without capabilities or
+/// as we are. Returns the batch records and the stream's summary section.
+fn stream_beside_a_hog(tag: &str, as_nobody: bool) -> (Vec<Value>, Value) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _g = serial();
+    let sc = Scene::new(tag);
+    let mut cmd = std::process::Command::new(if as_nobody { "setpriv" } else { bin() });
+    if as_nobody {
+        // Another user without capabilities: no realtime policy, so the
+        // producer's unprivileged short slice is what holds the schedule.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(sc.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            bin(),
+        ]);
+    }
+    cmd.args(sc.args(&[
+        "--jobs", "stream", "--rate", "1000", "--count", "3000", "--seed", "4",
+    ]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cores)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let o = cmd.output().expect("forkring runs");
+    stop.store(true, Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = jsonl(sc.dir.path());
+    assert_eq!(lines.len(), 30);
+    for l in &lines {
+        assert!(l["rate_hz"].as_f64().is_some(), "{l}");
+        assert_eq!(l["window_vectors"], 100, "{l}");
+        for k in ["interval_std_us", "lateness_p99_us", "lateness_max_us"] {
+            assert!(l[k].as_f64().is_some_and(|x| x >= 0.0), "{k}: {l}");
+        }
+        assert!(l["lateness_p99_us"].as_f64() <= l["lateness_max_us"].as_f64());
+    }
+    (lines, sc.summary()["stream"].clone())
+}
+
+/// The rate figures under load (the acceptance): every batch's
+/// window rate within ±5% of 1000 Hz beside the hog. As root, which the
+/// machine's default run is, the producer takes SCHED_FIFO.
+#[test]
+fn rate_figures_hold_beside_a_cpu_hog() {
+    let (lines, s) = stream_beside_a_hog("hog", false);
+    for l in &lines {
+        let rate = l["rate_hz"].as_f64().unwrap();
+        assert!(
+            (950.0..=1050.0).contains(&rate),
+            "batch {} reports {rate} Hz beside the hog: {l}",
+            l["batch"]
+        );
+    }
+    let rate = s["rate_hz"].as_f64().unwrap();
+    assert!((950.0..=1050.0).contains(&rate), "{s}");
+}
+
+/// Without any privilege (an ordinary user, the systemd unit): the stream
+/// runs beside the hog and reports every figure. How close to 1000 Hz it
+/// stays is measured, not asserted: it depends on the fair scheduler and
+/// on other load (94-100% of records within ±2% here; README).
+#[test]
+fn rate_figures_are_reported_without_privileges() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "skipped: needs root to become another user (the test above already runs unprivileged)"
+        );
+        return;
+    }
+    let ok = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: setpriv (util-linux) is not available");
+        return;
+    }
+    let (lines, _) = stream_beside_a_hog("hognobody", true);
+    let within = lines
+        .iter()
+        .filter(|l| (l["rate_hz"].as_f64().unwrap() - 1000.0).abs() <= 50.0)
+        .count();
+    eprintln!("unprivileged beside the hog: {within} of 30 batch records within ±5%");
 }

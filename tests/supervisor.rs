@@ -37,12 +37,17 @@ fn sigterm_stops_everything_and_hands_off() {
         "{}",
         bg.log()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Ping is frozen until the stop has begun: the image cannot complete
+    // first, however fast this machine paints (the result is partial by
+    // construction, not by timing).
+    let ping = role_pid(&sc.name, "ping");
+    signal(ping, libc::SIGSTOP);
     let pids: Vec<u32> = live_roles(&sc.name).iter().map(|(_, p)| *p).collect();
     assert_eq!(pids.len(), 4);
     // Status sees the live run.
     let st = forkring(&["status", &sc.name, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = &v[0];
     assert_eq!(v["supervisor"]["alive"], true, "{v}");
     assert_eq!(v["roles"].as_array().unwrap().len(), 4);
     // Clean never touches a live run.
@@ -52,8 +57,18 @@ fn sigterm_stops_everything_and_hands_off() {
     assert!(!segments_of(&sc.name).is_empty());
 
     signal(bg.pid(), libc::SIGTERM);
+    let start = std::time::Instant::now();
+    while status_phase(&sc.name) != "stopping" {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", bg.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(ping, libc::SIGCONT);
     let (status, log) = bg.wait(Duration::from_secs(120));
     assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("did not stop in time"),
+        "ping stopped gracefully: {log}"
+    );
     for p in pids {
         assert!(!alive(p), "role {p} survived the stop");
     }
@@ -98,6 +113,9 @@ fn handoff_writes_a_dead_runs_results_elsewhere() {
         bg.log()
     );
     std::thread::sleep(Duration::from_millis(200));
+    // Freeze ping so the image cannot complete (and the run hand itself
+    // off) before the supervisor is killed; its death kills ping anyway.
+    signal(role_pid(&sc.name, "ping"), libc::SIGSTOP);
     signal(bg.pid(), libc::SIGKILL);
     let _ = bg.child.wait();
     // The roles die with the supervisor; wait until their locks are gone.
@@ -139,5 +157,202 @@ fn handoff_writes_a_dead_runs_results_elsewhere() {
     assert!(
         !sc.dir.path().join(".stream.partial").exists(),
         "working file left behind"
+    );
+}
+
+/// The phase of a run, as `status --json` reports it ("" if unreadable).
+fn status_phase(run: &str) -> String {
+    let o = forkring(&["status", run, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|v| v[0]["phase"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Seconds of work of a live run, as `status --json` reports them.
+fn seconds_of(run: &str) -> f64 {
+    let o = forkring(&["status", run, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|v| v[0]["seconds"].as_f64())
+        .unwrap_or(0.0)
+}
+
+/// Starts `args`, waits until the run has `secs` of work, then SIGKILLs
+/// its supervisor and waits until its roles are gone.
+fn kill_after_work(sc: &Scene, args: &[&str], secs: f64) {
+    let mut bg = spawn(args);
+    let start = std::time::Instant::now();
+    while seconds_of(&sc.name) < secs {
+        assert!(
+            start.elapsed() < Duration::from_secs(60) && !bg.exited(),
+            "{}",
+            bg.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(bg.pid(), libc::SIGKILL);
+    let _ = bg.child.wait();
+    let start = std::time::Instant::now();
+    while !live_roles(&sc.name).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "roles outlived the supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `--duration` counts the work of every supervisor of a run: a resumed
+/// run gets what remains, and one already past it finishes at once.
+#[test]
+fn duration_counts_the_work_of_every_supervisor() {
+    let _g = serial();
+    let sc = Scene::new("dur");
+    let args = |d: &'static str| -> Vec<String> {
+        [
+            "run",
+            "--name",
+            &sc.name,
+            "--out",
+            sc.out(),
+            "--jobs",
+            "stream",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--seed", "1", "--duration", d].map(String::from))
+        .collect()
+    };
+    let a3 = args("3");
+    let a3: Vec<&str> = a3.iter().map(String::as_str).collect();
+    kill_after_work(&sc, &a3, 1.5);
+    let o = forkring(&a3);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("--duration 3.0 s counts the run's earlier")
+            && text(&o).contains("s remain"),
+        "{}",
+        text(&o)
+    );
+    let s = sc.summary();
+    assert_eq!(s["stopped_by"], "duration", "{s}");
+    assert_eq!(s["resumes"], 1, "{s}");
+    let secs = s["seconds"].as_f64().unwrap();
+    // At least the duration; well below the 1.5 s already worked plus a
+    // fresh 3 s, which a resume that restarted the clock would give.
+    assert!((3.0..4.5).contains(&secs), "{secs} s of work: {s}");
+    assert!(segments_of(&sc.name).is_empty());
+
+    let sc = Scene::new("dur2");
+    let args = |d: &'static str| -> Vec<String> {
+        [
+            "run",
+            "--name",
+            &sc.name,
+            "--out",
+            sc.out(),
+            "--jobs",
+            "stream",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--seed", "1", "--duration", d].map(String::from))
+        .collect()
+    };
+    let a10 = args("10");
+    kill_after_work(
+        &sc,
+        &a10.iter().map(String::as_str).collect::<Vec<_>>(),
+        1.5,
+    );
+    let a1 = args("1");
+    let o = forkring(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("--duration 1.0 s was already reached"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(sc.summary()["stopped_by"], "duration");
+}
+
+/// A new run into a directory holding another run's results is refused
+/// (nothing created) unless --overwrite; the same run into its own
+/// directory is not refused.
+#[test]
+fn results_are_not_overwritten_without_asking() {
+    let _g = serial();
+    let sc = Scene::new("ow");
+    let quick = [
+        "--jobs", "stream", "--rate", "max", "--count", "500", "--seed", "1",
+    ];
+    let o = sc.run(&quick);
+    assert!(o.status.success(), "{}", text(&o));
+    let first = std::fs::read(sc.dir.path().join("summary.json")).unwrap();
+    let other = run_name("ow-other");
+    let _c = Cleanup(other.clone());
+    let mut args = vec!["run", "--name", &other, "--quiet", "--out", sc.out()];
+    args.extend_from_slice(&quick);
+    let o = forkring(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("already holds the results of run {}", sc.name))
+            && text(&o).contains("--overwrite"),
+        "{}",
+        text(&o)
+    );
+    assert!(segments_of(&other).is_empty());
+    assert_eq!(
+        std::fs::read(sc.dir.path().join("summary.json")).unwrap(),
+        first
+    );
+    // The same run started again into its own directory is fine.
+    let o = sc.run(&quick);
+    assert!(o.status.success(), "{}", text(&o));
+    args.push("--overwrite");
+    let o = forkring(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(summary(sc.dir.path())["run"], other.as_str());
+}
+
+/// Nothing to show is still an answer, in a /dev/shm of our own (a private
+/// mount namespace), where no other test's run can appear.
+#[test]
+fn status_and_clean_say_when_there_is_nothing() {
+    let script = format!(
+        "mount -t tmpfs -o size=1m tmpfs /dev/shm && {b} status && {b} status --json && {b} clean --dry-run && {b} clean",
+        b = bin()
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output();
+    let o = match o {
+        Ok(o) if !text(&o).contains("unshare:") && !text(&o).contains("mount:") => o,
+        Ok(o) => {
+            eprintln!(
+                "skipped: cannot mount a private tmpfs here: {}",
+                text(&o).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: unshare is not available: {e}");
+            return;
+        }
+    };
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "no runs in /dev/shm",
+            "[]",
+            "no runs in /dev/shm; nothing to clean",
+            "no runs in /dev/shm; nothing to clean"
+        ],
+        "{}",
+        text(&o)
     );
 }

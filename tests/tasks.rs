@@ -469,7 +469,7 @@ fn a_stopped_run_hands_off_what_is_done_and_the_same_run_continues() {
     loop {
         let st = forkring(&["status", &sc.name, "--json"]);
         let v: Value = serde_json::from_slice(&st.stdout).unwrap_or(Value::Null);
-        if v["progress"][0]["counters"][0]["value"]
+        if v[0]["progress"][0]["counters"][0]["value"]
             .as_u64()
             .unwrap_or(0)
             >= 16

@@ -5,7 +5,8 @@
 //! - alternating: the real ping and pong processes take turns, timed by the
 //!   first/last-step timestamps they record (process start-up excluded).
 //!
-//! Plus the reference system's size table with its times beside ours.
+//! Plus the Python ping-pong system's size table (README) with its times
+//! beside ours.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use crate::shm::turn::Party;
 use super::minirun::MiniRun;
 use super::{Machine, SegmentGuard, best_of, install_interrupt_handler, thousands};
 
-/// The reference system's processing times (its README: i7-9750H, WSL,
+/// The Python ping-pong system's processing times (its README: i7-9750H, WSL,
 /// final version), by image side. Its largest image was 4072x4072.
 pub(crate) const REFERENCE: [(u32, f64); 7] = [
     (56, 0.2),
@@ -41,8 +42,8 @@ pub(crate) struct Options {
     pub(crate) size: (u32, u32),
     /// One JSON object per line.
     pub(crate) json: bool,
-    /// Also run the reference's sizes.
-    pub(crate) reference: bool,
+    /// Also run the Python ping-pong system's sizes.
+    pub(crate) python_sizes: bool,
     /// Measurements per figure; the best is reported.
     pub(crate) repeat: u32,
 }
@@ -144,9 +145,9 @@ pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
         println!("forkring bench image: the same stepping code, solo and alternating");
         println!("machine: {}", machine.describe());
         println!(
-            "image {w}x{h}: {} iterations; each figure is the best of {} runs\n",
+            "image {w}x{h}: {} iterations; {}\n",
             thousands(n),
-            opts.repeat
+            super::runs_note(opts.repeat)
         );
     }
     let solo_s = best_of(opts.repeat, || solo(w, h))?;
@@ -183,19 +184,29 @@ pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
         if (w, h) == (4096, 4096) {
             println!(
                 "targets for 4096x4096: alternating <= 1.5 s ({}), <= 1.6x solo ({})",
-                if alt_s <= 1.5 { "met" } else { "missed" },
-                if ratio <= 1.6 { "met" } else { "missed" }
+                if alt_s <= 1.5 {
+                    "met"
+                } else {
+                    "target not reached"
+                },
+                if ratio <= 1.6 {
+                    "met"
+                } else {
+                    "target not reached"
+                }
             );
         }
     }
-    if !opts.reference {
+    if !opts.python_sizes {
         return Ok(());
     }
     if !opts.json {
-        println!("\nthe reference system's sizes (its times: i7-9750H, WSL), ours alternating:");
+        println!(
+            "\nthe Python ping-pong system's sizes (README; its times: i7-9750H, WSL), ours alternating:"
+        );
         println!(
             "{:>10} {:>14} {:>12} {:>12}",
-            "size", "reference s", "forkring s", "speed-up"
+            "size", "Python s", "forkring s", "speed-up"
         );
     }
     for (side, reference) in REFERENCE {
@@ -204,9 +215,9 @@ pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
         if opts.json {
             println!(
                 "{}",
-                json!({"bench": "image", "mode": "reference-size", "width": side, "height": side,
+                json!({"bench": "image", "mode": "python-size", "width": side, "height": side,
                        "iterations": side as u64 * side as u64, "seconds": s,
-                       "reference_seconds": reference, "speedup": speedup})
+                       "python_seconds": reference, "speedup": speedup})
             );
         } else {
             println!(

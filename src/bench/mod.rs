@@ -10,7 +10,7 @@
 //! - [`transport`]: pass latency and message throughput, forkring's
 //!   primitives against pipes, unix sockets and eventfds.
 //! - [`image`]: the image job's stepping, solo and alternating, and the
-//!   reference's size table.
+//!   Python ping-pong system's size table (README).
 //! - [`stream`]: the stream job against generation alone and against the
 //!   same pipeline over a pipe and a unix socket; CPU at 1 kHz.
 //! - [`minirun`]: a run's segments and real role processes, without the
@@ -154,7 +154,7 @@ fn on_interrupt() {
     for name in &c.segments {
         let _ = segment::unlink(name);
     }
-    eprintln!("forkring: interrupted; bench peer killed and bench segments removed");
+    eprintln!("interrupted: bench peer killed and bench segments removed");
     std::process::exit(EXIT_INTERRUPTED);
 }
 
@@ -167,6 +167,15 @@ pub(crate) fn register_peer(pid: u32) {
 /// while reaping it, so that a reused pid is never signalled).
 pub(crate) fn unregister_peer(pid: u32) {
     cleanup().peers.retain(|p| *p != pid);
+}
+
+/// "each figure is the best of 3 runs", or "one run per figure".
+pub(crate) fn runs_note(repeat: u32) -> String {
+    if repeat == 1 {
+        "one run per figure".into()
+    } else {
+        format!("each figure is the best of {repeat} runs")
+    }
 }
 
 /// The best (smallest) of `repeat` measurements of a duration, to keep
@@ -434,7 +443,7 @@ impl PeerProcess {
             .find(|l| !l.trim().is_empty())
             .unwrap_or("")
             .trim()
-            .trim_start_matches("forkring: error: ")
+            .trim_start_matches("error: ")
             .to_string();
         let how = match (
             st.code(),

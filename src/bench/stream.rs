@@ -70,12 +70,12 @@ fn settings(rate: Rate, count: u64) -> StreamSettings {
 /// vectors.
 pub(crate) fn generation(count: u64) -> f64 {
     let g = Generator::new(&settings(Rate::Max, count));
-    let mut slot = vec![0u64; (16 + 4 * DIM as usize) / 8];
+    let mut slot = vec![0u64; settings(Rate::Max, count).slot_size() as usize / 8];
     let start = Instant::now();
     for seq in 0..count {
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut slot);
         // Cannot fail: the buffer is u64-aligned.
-        let _ = write_slot(bytes, seq, monotonic_ns(), &g);
+        let _ = write_slot(bytes, seq, monotonic_ns(), 0, &g);
         std::hint::black_box(&slot);
     }
     start.elapsed().as_secs_f64()
@@ -101,7 +101,7 @@ fn ring_job(s: &StreamSettings, tag: &str) -> Result<(f64, f64), BenchError> {
     let cpu = (sc.stats.producer_cpu_ns.get() + sc.stats.consumer_cpu_ns.get()) as f64 / 1e9;
     let p = sc.producer.load().1;
     let rec = segs.consumer_record()?;
-    let mut w = vec![0u64; ConsumerState::words(s.dim, s.rate_window)];
+    let mut w = vec![0u64; ConsumerState::words(s.dim, s.rate_window, s.batch)];
     rec.load(&mut w);
     let st = ConsumerState::decode(&w, s.dim, s.rate_window, s.batch)
         .map_err(|e| BenchError::Job(crate::job::JobError::corrupt("stream", e.to_string())))?;
@@ -145,11 +145,10 @@ pub(crate) fn produce_vectors(
     s.dim = dim;
     s.seed = seed;
     let g = Generator::new(&s);
-    let mut slot = vec![0u64; (16 + 4 * dim as usize).div_ceil(8)];
-    let len = 16 + 4 * dim as usize;
+    let mut slot = vec![0u64; s.slot_size() as usize / 8];
     for seq in 0..count {
-        let bytes: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut slot)[..len];
-        write_slot(bytes, seq, monotonic_ns(), &g)?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut slot);
+        write_slot(bytes, seq, monotonic_ns(), 0, &g)?;
         write_all(fd, bytes).map_err(|_| BenchError::failed("the bench parent closed its end"))?;
     }
     Ok(())
@@ -186,7 +185,7 @@ fn fd_pipeline(mechanism: Mechanism, count: u64) -> Result<f64, BenchError> {
     )?;
     drop(theirs);
     let s = settings(Rate::Max, count);
-    let mut an = Analyzer::new(s.clone(), ConsumerState::new(DIM, s.rate_window));
+    let mut an = Analyzer::new(s.clone(), ConsumerState::new(DIM, s.rate_window, s.batch));
     let path = scratch.0.join("stream.jsonl");
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&path)
@@ -235,9 +234,9 @@ pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
         );
         println!("machine: {}", machine.describe());
         println!(
-            "{} vectors per measurement; each figure is the best of {} runs\n",
+            "{} vectors per measurement; {}\n",
             thousands(n),
-            opts.repeat
+            super::runs_note(opts.repeat)
         );
     }
     let r = opts.repeat;
@@ -301,9 +300,13 @@ pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
         if ring_rate >= 0.9 * gen_rate {
             "met"
         } else {
-            "missed"
+            "target not reached"
         },
-        if idle_pct <= 1.0 { "met" } else { "missed" }
+        if idle_pct <= 1.0 {
+            "met"
+        } else {
+            "target not reached"
+        }
     );
     Ok(())
 }

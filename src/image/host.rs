@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::job::{Counter, HandoffCtx, Job, JobError, JobHost, JobSettings, Progress};
+use crate::job::{Counter, HandoffCtx, Job, JobError, JobHost, Progress};
 use crate::outfile::{encode_png, write_atomic};
 use crate::shm::turn::Party;
 use crate::shm::{Access, RunName};
@@ -73,7 +73,7 @@ impl JobHost for ImageHost {
             ],
         }
     }
-    fn handoff(&self, out: &Path, ctx: &HandoffCtx) -> Result<serde_json::Value, JobError> {
+    fn handoff(&self, out: &Path, ctx: &HandoffCtx<'_>) -> Result<serde_json::Value, JobError> {
         let v = self.segs.view()?;
         // Every role has exited. One killed mid-step left its journal armed:
         // redo and commit that step, as the role itself would on restart, so
@@ -106,6 +106,7 @@ impl JobHost for ImageHost {
                 ));
             }
         }
+        (ctx.note)("writing image.png");
         let png = write_atomic(&out.join("image.png"), |w| {
             encode_png(w, v.width, v.height, &v.pixels.to_vec())
         })?;
@@ -115,6 +116,7 @@ impl JobHost for ImageHost {
             seed: v.seed,
             count: count as u64,
         };
+        (ctx.note)("writing history.bin");
         let hist = write_atomic(&out.join("history.bin"), |w| {
             history::write(w, header, |i| {
                 let i = i as u32;
@@ -144,7 +146,6 @@ impl JobHost for ImageHost {
             "iterations_per_second": if ctx.seconds > 0.0 { count as f64 / ctx.seconds } else { 0.0 },
             "stepping_seconds": stepping,
             "redone": { "ping": v.ctl.stats[0].redone.get(), "pong": v.ctl.stats[1].redone.get() },
-            "shm_bytes": self.segs.settings().shm_bytes(),
             "files": {
                 "image.png": { "bytes": png.bytes, "sha256": png.sha256 },
                 "history.bin": { "bytes": hist.bytes, "sha256": hist.sha256 },

@@ -72,8 +72,12 @@ pub(crate) fn check_size(w: u32, h: u32) -> Result<(), String> {
     }
     let pixels = w as u64 * h as u64;
     if pixels > MAX_PIXELS {
+        let t = crate::units::thousands;
         return Err(format!(
-            "size {w}x{h} has {pixels} pixels, but there are only {MAX_PIXELS} distinct 24-bit colours and no colour may repeat; use at most 4096x4096 (or any WxH with W*H <= {MAX_PIXELS})"
+            "size {w}x{h} has {} pixels, but there are only {} distinct 24-bit colours and no colour may repeat; use at most 4096x4096 (or any WxH with W*H <= {})",
+            t(pixels),
+            t(MAX_PIXELS),
+            t(MAX_PIXELS)
         ));
     }
     Ok(())

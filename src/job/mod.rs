@@ -97,11 +97,22 @@ impl std::fmt::Display for Difference {
     }
 }
 
-/// Facts the handoff records beside each job's own figures.
-#[derive(Debug, Clone)]
-pub struct HandoffCtx {
+/// Facts the handoff records beside each job's own figures, and where it
+/// says what it is doing.
+pub struct HandoffCtx<'a> {
     /// Seconds the run has worked, over all supervisors.
     pub seconds: f64,
+    /// Tells the operator what the handoff is doing now ("writing
+    /// image.png"): a line on the terminal or in the log.
+    pub note: &'a dyn Fn(&str),
+}
+
+impl std::fmt::Debug for HandoffCtx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandoffCtx")
+            .field("seconds", &self.seconds)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An extra subcommand a job brings (`render` for the image job, `submit`
@@ -223,7 +234,7 @@ pub trait JobHost: Debug {
     fn progress(&self) -> Progress;
     /// Writes the job's result files into `out` (atomically) and returns its
     /// section of `summary.json`. Called once every role has exited.
-    fn handoff(&self, out: &Path, ctx: &HandoffCtx) -> Result<Value, JobError>;
+    fn handoff(&self, out: &Path, ctx: &HandoffCtx<'_>) -> Result<Value, JobError>;
     /// Called once `summary.json` is in place: remove working files the
     /// handoff kept so that it could be retried.
     fn handoff_done(&self) {}

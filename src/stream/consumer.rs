@@ -143,15 +143,16 @@ impl Analyzer {
     }
 
     /// Handles one slot as stored in the ring or sent over a pipe: sequence
-    /// number (u64 LE), timestamp (u64 LE), then `dim` f32 LE values.
+    /// number, send time, scheduled time (u64 LE each), then `dim` f32 LE
+    /// values.
     #[inline]
     pub(crate) fn on_slot(&mut self, slot: &[u8]) {
-        let seq = u64::from_le_bytes(slot[..8].try_into().expect("slot header"));
-        let ts = u64::from_le_bytes(slot[8..16].try_into().expect("slot header"));
+        let word = |i: usize| u64::from_le_bytes(slot[i..i + 8].try_into().expect("slot header"));
+        let (seq, sent, due) = (word(0), word(8), word(16));
         for (d, c) in self.cur.iter_mut().zip(slot[SLOT_HEADER..].chunks_exact(4)) {
             *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
         }
-        self.on_vector(seq, ts);
+        self.on_vector(seq, sent, due);
     }
 
     /// Sequence number of a slot.
@@ -160,8 +161,9 @@ impl Analyzer {
         u64::from_le_bytes(slot[..8].try_into().expect("slot header"))
     }
 
-    /// Updates the state with vector `seq` (in `self.cur`).
-    fn on_vector(&mut self, seq: u64, ts: u64) {
+    /// Updates the state with vector `seq` (in `self.cur`), sent at `sent`
+    /// and scheduled for `due` (0: no schedule).
+    fn on_vector(&mut self, seq: u64, sent: u64, due: u64) {
         let st = &mut self.st;
         if seq < st.expected {
             st.duplicates += 1;
@@ -188,9 +190,11 @@ impl Analyzer {
                 self.fill = v;
             }
         }
+        // Into the rate window first, so the batch this vector closes
+        // counts it.
+        self.st.add_rate_sample(sent, due);
         let v = std::mem::take(&mut self.cur);
         self.push(seq, &v, false);
-        self.st.add_rate_sample(ts);
         self.st.has_last = true;
         self.st.last_seq = seq;
         self.st.last.copy_from_slice(&v);
@@ -218,17 +222,21 @@ impl Analyzer {
 
     fn close_batch(&mut self) {
         let (mean, std) = self.st.batch_mean_std();
-        let (rm, rs) = self.st.rate_stats();
+        let filled_seqs = self.st.batch_filled_ranges();
+        let sent_ns = self.st.has_last.then_some(self.st.last_ts);
         let r = BatchRecord {
+            schema_version: output::JSONL_SCHEMA_VERSION,
             batch: self.st.batches,
             first_seq: self.st.batch_first,
             last_seq: self.st.expected - 1,
             received: self.st.batch_len - self.st.batch_filled,
             filled: self.st.batch_filled,
+            filled_seqs: &filled_seqs,
+            sent_ns,
+            time_utc: sent_ns.map(crate::clock::monotonic_to_utc),
             mean: &mean,
             std: &std,
-            rate_mean: rm,
-            rate_std: rs,
+            window: self.st.window_stats().into(),
         };
         output::batch_end(self.settings.format, &mut self.pending, &r);
         self.st.batches += 1;
@@ -261,9 +269,7 @@ impl Analyzer {
 
     /// Refreshes the published rate figures (before a commit).
     pub(crate) fn update_rates(&mut self) {
-        let (m, s) = self.st.rate_stats();
-        self.st.rate_mean = m;
-        self.st.rate_std = s;
+        self.st.published = self.st.window_stats();
     }
 }
 
@@ -292,7 +298,7 @@ impl<'a> Consumer<'a> {
         let s = segs.settings().clone();
         let ctl = segs.control().map_err(StreamSegmentError::from)?;
         let record = segs.consumer_record()?;
-        let mut words = vec![0u64; ConsumerState::words(s.dim, s.rate_window)];
+        let mut words = vec![0u64; ConsumerState::words(s.dim, s.rate_window, s.batch)];
         record.load(&mut words);
         let st = ConsumerState::decode(&words, s.dim, s.rate_window, s.batch)?;
         let path = dir.join(output::PARTIAL_NAME);
@@ -466,10 +472,14 @@ const LIVENESS_SLICE: Duration = Duration::from_millis(200);
 
 /// One log line with the consumer's live figures.
 pub(crate) fn rate_line(st: &ConsumerState) -> String {
-    let (m, s) = st.rate_stats();
+    use crate::units::thousands;
     format!(
-        "rate {m:.1} ± {s:.1} vectors/s (window {}), {} received, {} filled in, {} gaps, {} batches",
-        st.window_len, st.received, st.filled, st.gaps, st.batches
+        "{}, {} received, {} filled, {} gaps, {} batches",
+        output::window_text(&st.window_stats().into()),
+        thousands(st.received),
+        thousands(st.filled),
+        thousands(st.gaps),
+        thousands(st.batches)
     )
 }
 

@@ -15,6 +15,7 @@ use super::{Distribution, Noise, StreamSettings};
 pub struct Generator {
     key: u64,
     distribution: Distribution,
+    dim: usize,
 }
 
 impl Generator {
@@ -23,7 +24,13 @@ impl Generator {
         Generator {
             key: s.seed ^ 0x7374_7265_616d_0000, // "stream"
             distribution: s.distribution,
+            dim: s.dim as usize,
         }
+    }
+
+    /// Values per vector.
+    pub(crate) fn dim(&self) -> usize {
+        self.dim
     }
 
     /// Fills `out` with the values of vector `seq`.

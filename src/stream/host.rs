@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::job::{Counter, HandoffCtx, Job, JobError, JobHost, JobSettings, Progress};
+use crate::job::{Counter, HandoffCtx, Job, JobError, JobHost, Progress};
 use crate::outfile::{OutputError, sha256_file, sync_dir, write_atomic};
 use crate::shm::{Access, RunName};
 
@@ -12,7 +12,8 @@ use super::StreamSettings;
 use super::consumer::{Consumer, final_name};
 use super::layout::{StreamSegmentError, StreamSegments};
 use super::output::PARTIAL_NAME;
-use super::state::ConsumerState;
+use super::output::WindowFigures;
+use super::state::{ConsumerState, WindowStats};
 
 /// The stream job's segments, held by the supervisor.
 #[derive(Debug)]
@@ -53,7 +54,7 @@ impl StreamHost {
     fn consumer_state(&self) -> Option<ConsumerState> {
         let s = self.segs.settings();
         let rec = self.segs.consumer_record().ok()?;
-        let mut w = vec![0u64; ConsumerState::words(s.dim, s.rate_window)];
+        let mut w = vec![0u64; ConsumerState::words(s.dim, s.rate_window, s.batch)];
         if !rec.snapshot(&mut w) {
             return None;
         }
@@ -65,10 +66,6 @@ impl StreamHost {
 /// total.
 fn s_count(h: &StreamHost) -> Option<u64> {
     h.segs.settings().count
-}
-
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
 }
 
 impl JobHost for StreamHost {
@@ -111,6 +108,7 @@ impl JobHost for StreamHost {
             .unwrap_or_default();
         let c = self.consumer_state();
         let of = |f: fn(&ConsumerState) -> u64| c.as_ref().map_or(0, f);
+        let w = c.as_ref().map_or(WindowStats::UNKNOWN, |c| c.published);
         Progress {
             job: "stream".into(),
             counters: vec![
@@ -119,16 +117,14 @@ impl JobHost for StreamHost {
                 Counter::count("dropped", p.dropped, "vectors", None),
                 Counter::count("filled", of(|c| c.filled), "vectors", None),
                 Counter::count("batches", of(|c| c.batches), "batches", None),
-                Counter::figure("rate", c.as_ref().map_or(f64::NAN, |c| c.rate_mean), "Hz"),
-                Counter::figure(
-                    "rate_std",
-                    c.as_ref().map_or(f64::NAN, |c| c.rate_std),
-                    "Hz",
-                ),
+                Counter::figure("rate", w.rate_hz, "Hz"),
+                Counter::figure("interval_std", w.interval_std_us, "µs"),
+                Counter::figure("lateness_p99", w.lateness_p99_us, "µs"),
+                Counter::figure("lateness_max", w.lateness_max_us, "µs"),
             ],
         }
     }
-    fn handoff(&self, out: &Path, ctx: &HandoffCtx) -> Result<serde_json::Value, JobError> {
+    fn handoff(&self, out: &Path, ctx: &HandoffCtx<'_>) -> Result<serde_json::Value, JobError> {
         let s = self.segs.settings();
         let sc = self.segs.control()?;
         // Every role has exited. If the producer did not get to commit its
@@ -153,6 +149,7 @@ impl JobHost for StreamHost {
         let working = c.path().to_path_buf();
         drop(c);
         let name = final_name(s.format);
+        (ctx.note)(&format!("writing {name}"));
         let dest = out.join(name);
         // Publish the working file under its final name without giving it
         // up: it stays until summary.json is written (`handoff_done`), so a
@@ -193,14 +190,8 @@ impl JobHost for StreamHost {
             (w.bytes, w.sha256)
         };
         let conserved = p.next_seq == st.received + p.dropped && st.duplicates == 0;
+        let w = WindowFigures::from(st.window_stats());
         Ok(json!({
-            "dim": s.dim,
-            "distribution": format!("{:?}", s.distribution).to_lowercase(),
-            "rate": match s.rate { super::Rate::Hz(h) => json!(h), super::Rate::Max => json!("max") },
-            "count": s.count,
-            "noise": s.noise.map(|n| json!({"low": n.low, "high": n.high, "burst": n.burst})),
-            "batch": s.batch,
-            "seed": s.seed,
             "produced": p.next_seq,
             "dropped": p.dropped,
             "drop_events": p.drop_events,
@@ -209,8 +200,11 @@ impl JobHost for StreamHost {
             "duplicates": st.duplicates,
             "gaps": st.gaps,
             "batches": st.batches,
-            "rate_mean": finite(st.rate_mean),
-            "rate_std": finite(st.rate_std),
+            "window_vectors": w.window_vectors,
+            "rate_hz": w.rate_hz,
+            "interval_std_us": w.interval_std_us,
+            "lateness_max_us": w.lateness_max_us,
+            "lateness_p99_us": w.lateness_p99_us,
             "seconds": ctx.seconds,
             "vectors_per_second": if ctx.seconds > 0.0 { st.received as f64 / ctx.seconds } else { 0.0 },
             "conservation_ok": conserved,
@@ -218,7 +212,6 @@ impl JobHost for StreamHost {
                 "producer": sc.stats.producer_cpu_ns.get() as f64 / 1e9,
                 "consumer": sc.stats.consumer_cpu_ns.get() as f64 / 1e9,
             },
-            "shm_bytes": self.segs.settings().shm_bytes(),
             "files": { name: { "bytes": written.0, "sha256": written.1 } },
         }))
     }

@@ -3,10 +3,11 @@
 //! | segment | contents |
 //! |---|---|
 //! | `forkring.NAME.stream` | [`StreamControl`]: parameters, the finish flag, the producer's committed record, then the consumer's committed state (variable size, see `state.rs`) |
-//! | `forkring.NAME.ring` | the SPSC ring: control block, then `ring_slots` slots of `16 + 4 * dim` bytes |
+//! | `forkring.NAME.ring` | the SPSC ring: control block, then `ring_slots` slots of `24 + 4 * dim` bytes, rounded up to 8 |
 //!
-//! A slot holds: sequence number (u64 LE), monotonic timestamp in ns (u64
-//! LE), then `dim` f32 LE values.
+//! A slot holds: sequence number, send time, scheduled time (u64 LE each;
+//! times in CLOCK_MONOTONIC ns, the scheduled time 0 with `--rate max`),
+//! then `dim` f32 LE values.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -23,12 +24,13 @@ use crate::shm::{
 use super::StreamSettings;
 use super::state::ConsumerState;
 
-/// Layout version of the stream job's segments.
-pub(crate) const VERSION: u32 = 1;
+/// Layout version of the stream job's segments (2: slots carry their
+/// scheduled time; the consumer state holds the rate window's timestamps).
+pub(crate) const VERSION: u32 = 2;
 /// Part names.
 pub(crate) const PARTS: [&str; 2] = ["stream", "ring"];
-/// Bytes of a slot's header (sequence, timestamp).
-pub(crate) const SLOT_HEADER: usize = 16;
+/// Bytes of a slot's header (sequence, send time, scheduled time).
+pub const SLOT_HEADER: usize = 24;
 
 /// The producer's committed record. Commit point of a chunk of vectors: the
 /// generation flip of [`Committed`]; the ring's head is published after it
@@ -131,7 +133,8 @@ const RING_FP: u64 = Fingerprint::new("ring")
 
 /// The two segment specs for `s`, in `PARTS` order.
 pub(crate) fn specs(s: &StreamSettings) -> [SegmentSpec; 2] {
-    let consumer = CommittedBytes::region_bytes(ConsumerState::bytes(s.dim, s.rate_window));
+    let consumer =
+        CommittedBytes::region_bytes(ConsumerState::bytes(s.dim, s.rate_window, s.batch));
     [
         SegmentSpec {
             part: "stream",
@@ -263,7 +266,11 @@ impl StreamSegments {
     }
     /// The consumer's committed state.
     pub(crate) fn consumer_record(&self) -> Result<CommittedBytes<'_>, StreamSegmentError> {
-        let len = ConsumerState::bytes(self.settings.dim, self.settings.rate_window);
+        let len = ConsumerState::bytes(
+            self.settings.dim,
+            self.settings.rate_window,
+            self.settings.batch,
+        );
         let region = self
             .control
             .region(CONSUMER_OFFSET, CommittedBytes::region_bytes(len))?;

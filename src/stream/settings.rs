@@ -142,9 +142,10 @@ pub(crate) mod bounds {
 }
 
 impl StreamSettings {
-    /// Bytes per ring slot: 16-byte header (sequence, timestamp) + vector.
-    pub(crate) fn slot_size(&self) -> u32 {
-        16 + 4 * self.dim
+    /// Bytes per ring slot: the header (sequence, send time, scheduled
+    /// time), the vector, padding to a multiple of 8.
+    pub fn slot_size(&self) -> u32 {
+        (super::layout::SLOT_HEADER as u32 + 4 * self.dim).next_multiple_of(8)
     }
 
     /// Checks every bound; the message names the option.
@@ -251,7 +252,12 @@ pub(crate) struct ConsumerOpts {
     /// [default: 100]
     #[arg(long, value_name = "N", help_heading = HEADING)]
     pub(crate) batch: Option<u32>,
-    /// Intervals in the sliding rate window, 2 to 100000 [default: 100]
+    /// Received vectors in the sliding rate window, 2 to 100000 [default:
+    /// 100]. Its figures (stream.jsonl, status): rate_hz = (n - 1) /
+    /// (t_last - t_first), vectors/s; interval_std_us = population standard
+    /// deviation of the send intervals, µs; lateness_p99_us, lateness_max_us
+    /// = send time - scheduled time, 99th percentile (nearest rank) and
+    /// maximum, µs
     #[arg(long, value_name = "N", help_heading = HEADING)]
     pub(crate) rate_window: Option<u32>,
     /// Seconds between rate log lines [default: 1]
@@ -545,7 +551,9 @@ impl JobSettings for StreamSettings {
         json!({
             "dim": self.dim,
             "distribution": self.distribution.name(),
-            "rate": match self.rate { Rate::Hz(h) => json!(h), Rate::Max => json!("max") },
+            // Vectors per second; null for --rate max (as fast as the
+            // consumer takes them).
+            "rate_hz": match self.rate { Rate::Hz(h) => Some(h), Rate::Max => None },
             "count": self.count,
             "noise": self.noise.map(|n| json!({"low_s": n.low, "high_s": n.high, "burst": n.burst})),
             "batch": self.batch,

@@ -180,6 +180,25 @@ pub enum RunError {
         /// The error.
         errno: Errno,
     },
+    /// `status NAME` could not read the run (the list marks it instead).
+    #[error("run {run} is unreadable: {detail}")]
+    Unreadable {
+        /// The run.
+        run: RunName,
+        /// Why.
+        detail: String,
+    },
+    /// A new run would replace another run's results.
+    #[error("{} already holds the results of run {other} (summary.json); a new run would replace them", out.display())]
+    WouldOverwrite {
+        /// The output directory.
+        out: std::path::PathBuf,
+        /// The run named in that summary.json ("?" if unreadable).
+        other: String,
+    },
+    /// Writing to stdout failed (a closed pipe: the reader is gone).
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
     /// `verify` found a problem.
     #[error("verify {dir}: {detail}")]
     Verify {

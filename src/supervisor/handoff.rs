@@ -28,6 +28,9 @@ use crate::shm::segment;
 use super::error::RunError;
 use super::opened::OpenRun;
 
+/// `schema_version` of `summary.json` (documented in `docs/schemas.md`).
+pub(crate) const SUMMARY_SCHEMA_VERSION: u32 = 2;
+
 /// Why the run ended, for the summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndCause {
@@ -68,14 +71,17 @@ pub(crate) fn write_results(
     out: &Path,
     seconds: f64,
     cause: &EndCause,
+    note: &dyn Fn(&str),
 ) -> Result<Value, RunError> {
     let control = &open.control;
     let run = control.run();
     control.set_phase(RunPhase::HandingOff);
-    let ctx = HandoffCtx { seconds };
+    let ctx = HandoffCtx { seconds, note };
     let mut summary = Map::new();
+    summary.insert("schema_version".into(), json!(SUMMARY_SCHEMA_VERSION));
     summary.insert("run".into(), json!(run.as_str()));
     summary.insert("forkring_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    summary.insert("forkring_commit".into(), json!(env!("FORKRING_GIT_COMMIT")));
     summary.insert(
         "started".into(),
         json!(crate::units::rfc3339_utc(control.created_unix_ms())),
@@ -90,10 +96,18 @@ pub(crate) fn write_results(
     summary.insert("seconds".into(), json!(seconds));
     summary.insert("restarts".into(), json!(restarts_by_role(open)));
     summary.insert("resumes".into(), json!(control.resumes()));
-    summary.insert(
-        "shm_bytes".into(),
+    // Shared memory by owner: the control segment, each job's segments,
+    // and the whole run.
+    let mut shm = Map::new();
+    shm.insert("control".into(), json!(control.segment().len() as u64));
+    for j in &open.settings.jobs {
+        shm.insert(j.job().name().into(), json!(j.shm_bytes()));
+    }
+    shm.insert(
+        "total".into(),
         json!(open.settings.jobs_shm_bytes() + control.segment().len() as u64),
     );
+    summary.insert("shm_bytes".into(), Value::Object(shm));
     summary.insert("out".into(), json!(out.display().to_string()));
     summary.insert(
         "settings".into(),
@@ -152,12 +166,19 @@ pub(crate) fn hand_off_stopped(
 ) -> Result<Value, RunError> {
     let out = crate::outfile::prepare_dir(out)
         .map_err(|source| RunError::Output { run: None, source })?;
+    let note = |msg: &str| {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            eprintln!("{msg} …");
+        }
+    };
     let summary = write_results(
         open,
         jobs,
         &out,
         open.control.prior_seconds(),
         &EndCause::Manual,
+        &note,
     )?;
     remove_segments(open, jobs);
     print_summary(&summary, registry, as_json);
@@ -173,26 +194,29 @@ pub(crate) fn print_summary(summary: &Value, registry: Registry, as_json: bool) 
     }
 }
 
-/// A one-line human summary of a finished run.
+/// A human summary of a finished run: a line for the run, then one per job
+/// (each fits 80 columns but for long paths).
 pub(crate) fn summary_line(summary: &Value, registry: Registry) -> String {
     let run = summary["run"].as_str().unwrap_or("?");
     let secs = summary["seconds"].as_f64().unwrap_or(0.0);
-    let parts: Vec<String> = registry
-        .iter()
-        .filter_map(|j| summary.get(j.name()).map(|s| j.summary_line(s)))
-        .collect();
     let restarts: u64 = summary["restarts"]
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0);
-    let stopped = match summary["stopped_by"].as_str() {
-        Some(s) => format!(", stopped by {s}"),
-        None => String::new(),
+    let how = match summary["stopped_by"].as_str() {
+        Some(s) => format!("stopped by {s}"),
+        None => "complete".into(),
     };
-    format!(
-        "run {run}: {} in {secs:.2} s, {}{stopped}; results in {}",
-        parts.join("; "),
+    let mut text = format!(
+        "run {run}: {how} after {secs:.2} s of work, {}; results in {}",
         crate::units::plural(restarts, "restart", "restarts"),
         summary["out"].as_str().unwrap_or("?")
-    )
+    );
+    for j in registry {
+        if let Some(s) = summary.get(j.name()) {
+            text += "\n  ";
+            text += &j.summary_line(s);
+        }
+    }
+    text
 }

@@ -91,7 +91,7 @@ impl Notifier {
             Ok(n) => Some(n),
             Err(e) => {
                 eprintln!(
-                    "forkring: warning: cannot use NOTIFY_SOCKET={}: {e}; running without systemd notifications (check the unit's Type= and NotifyAccess=)",
+                    "warning: cannot use NOTIFY_SOCKET={}: {e}; running without systemd notifications (check the unit's Type= and NotifyAccess=)",
                     socket.to_string_lossy()
                 );
                 None
@@ -145,7 +145,7 @@ impl Notifier {
             && !self.warned.replace(true)
         {
             eprintln!(
-                "forkring: warning: cannot notify systemd through {}: {e}; the run goes on, further notification errors are not reported",
+                "warning: cannot notify systemd through {}: {e}; the run goes on, further notification errors are not reported",
                 self.shown
             );
         }

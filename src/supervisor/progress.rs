@@ -40,8 +40,6 @@ pub(crate) struct Display {
     /// When the main counters were last sampled, and their values.
     last_sample: Option<(Instant, Vec<u64>)>,
     rates: Vec<Option<f64>>,
-    /// Log lines go to stderr instead of stdout (stdout carries JSON).
-    log_to_stderr: bool,
     /// Time between log lines and rate samples.
     interval: Duration,
 }
@@ -110,19 +108,15 @@ impl Display {
                     match main.and_then(|c| c.total) {
                         Some(total) => {
                             let b = multi.add(ProgressBar::new(total));
-                            let unit = main.map_or("", |c| c.unit.as_str());
+
                             b.set_style(
+                                // 44 columns of bar, then a message cut
+                                // to the terminal's width at each redraw.
                                 ProgressStyle::with_template(&format!(
-                                    "{:<6} [{{bar:32.cyan/blue}}] {{percent:>3}}% {{human_pos}}/{{human_len}} {unit}  {{rate}}/s  ETA {{eta}}  {{msg}}",
+                                    "{:<6} [{{bar:20.cyan/blue}}] {{percent:>3}}% ETA {{eta:<4}} {{wide_msg}}",
                                     p.job
                                 ))
                                 .expect("valid template")
-                                .with_key(
-                                    "rate",
-                                    |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                                        let _ = w.write_str(&short(st.per_sec()));
-                                    },
-                                )
                                 .progress_chars("=> "),
                             );
                             (b, true)
@@ -130,7 +124,8 @@ impl Display {
                         None => {
                             let b = multi.add(ProgressBar::new_spinner());
                             b.set_style(
-                                ProgressStyle::with_template("{msg}").expect("valid template"),
+                                ProgressStyle::with_template("{wide_msg}")
+                                    .expect("valid template"),
                             );
                             (b, false)
                         }
@@ -138,7 +133,7 @@ impl Display {
                 })
                 .collect();
             let status = multi.add(ProgressBar::new_spinner());
-            status.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));
+            status.set_style(ProgressStyle::with_template("{wide_msg}").expect("valid template"));
             Mode::Bars {
                 multi,
                 jobs: bars,
@@ -153,7 +148,6 @@ impl Display {
             last_line: now,
             last_sample: Some((now, jobs.iter().map(Progress::main).collect())),
             rates: Vec::new(),
-            log_to_stderr: json,
             interval,
         }
     }
@@ -166,8 +160,8 @@ impl Display {
             Mode::Bars { multi, .. } => {
                 let _ = multi.println(line);
             }
-            _ if self.log_to_stderr => eprintln!("{line}"),
-            _ => println!("{line}"),
+            // stdout carries results only (the summary line or JSON).
+            Mode::Lines => eprintln!("{line}"),
         }
     }
 
@@ -175,9 +169,9 @@ impl Display {
     pub(crate) fn warn(&self, msg: &str) {
         match &self.mode {
             Mode::Bars { multi, .. } => {
-                multi.suspend(|| eprintln!("forkring: warning: {msg}"));
+                multi.suspend(|| eprintln!("warning: {msg}"));
             }
-            _ => eprintln!("forkring: warning: {msg}"),
+            _ => eprintln!("warning: {msg}"),
         }
     }
 
@@ -210,9 +204,18 @@ impl Display {
                 for (i, (p, (bar, is_bar))) in progress.iter().zip(jobs).enumerate() {
                     if *is_bar {
                         bar.set_position(p.main());
-                        let rest: Vec<String> =
-                            p.counters.iter().skip(1).map(counter_text).collect();
-                        bar.set_message(rest.join(", "));
+                        let main = &p.counters[0];
+                        let mut parts = vec![format!(
+                            "{}/{} {}",
+                            thousands(p.main()),
+                            thousands(main.total.unwrap_or(0)),
+                            main.unit
+                        )];
+                        if let Some(r) = self.rates.get(i).copied().flatten() {
+                            parts.push(format!("{}/s", short(r)));
+                        }
+                        parts.extend(p.counters.iter().skip(1).map(counter_text));
+                        bar.set_message(parts.join(", "));
                     } else {
                         bar.set_message(describe(p, self.rates.get(i).copied().flatten()));
                     }
@@ -245,13 +248,24 @@ impl Display {
         )
     }
 
-    /// Removes the live display.
+    /// Removes the live display; later log lines are plain lines on
+    /// stderr. Called as soon as the run stops (a Ctrl-C's `^C` echo would
+    /// otherwise leave a cut-off bar on screen) and when it ends.
     pub(crate) fn finish(&mut self) {
-        if let Mode::Bars { jobs, status, .. } = &self.mode {
+        if let Mode::Bars {
+            multi,
+            jobs,
+            status,
+        } = &self.mode
+        {
             for (b, _) in jobs {
                 b.finish_and_clear();
             }
             status.finish_and_clear();
+            let _ = multi.clear();
+            // Start below whatever the terminal echoed (`^C`).
+            eprintln!();
+            self.mode = Mode::Lines;
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct RunOptions {
     pub(crate) quiet: bool,
     /// Print the summary as JSON on stdout.
     pub(crate) json: bool,
+    /// A new run may replace another run's results in the output directory.
+    pub(crate) overwrite: bool,
     /// Whether `--seed` was given; when not, a resumed run keeps its
     /// recorded seed instead of refusing the fresh random one.
     pub(crate) seed_given: bool,
@@ -82,11 +84,38 @@ fn check_shm_space(name: &RunName, settings: &RunSettings) -> Result<(), RunErro
     Ok(())
 }
 
+/// Refuses a new run into a directory that holds another run's results
+/// (a `summary.json` naming another run, or unreadable), before anything
+/// is created. The same run into its own directory is fine: a resume never
+/// gets here, and a run started again under its name replaces its results
+/// (the task pool continues from them).
+fn check_no_results(name: &RunName, out: &std::path::Path) -> Result<(), RunError> {
+    let summary = out.join("summary.json");
+    if !summary.is_file() {
+        return Ok(());
+    }
+    let other = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["run"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    if other == name.as_str() {
+        return Ok(());
+    }
+    Err(RunError::WouldOverwrite {
+        out: out.to_path_buf(),
+        other,
+    })
+}
+
 /// Creates a new run or takes over a run whose supervisor died. Returns the
 /// run and whether it was resumed.
 fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, bool), RunError> {
     if let Some(c) = open_existing(opts, registry)? {
         return Ok((c, true));
+    }
+    if !opts.overwrite {
+        check_no_results(&opts.name, &opts.settings.out)?;
     }
     check_shm_space(&opts.name, &opts.settings)?;
     match OpenRun::create(&opts.name, &opts.settings) {
@@ -129,7 +158,7 @@ fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Option<OpenRun
         }
         let _ = segment::unlink(&control_name);
         eprintln!(
-            "forkring: removed the leftovers of an earlier run {} (already handed off to {})",
+            "removed the leftovers of an earlier run {} (already handed off to {})",
             opts.name,
             c.settings.out.display()
         );
@@ -258,6 +287,23 @@ impl Supervisor {
                     .collect::<Vec<_>>()
                     .join(" | ")
             ));
+        }
+        if let Some(d) = opts.duration
+            && prior_seconds > 0.0
+        {
+            // --duration counts the work of every supervisor of the run.
+            let left = d.as_secs_f64() - prior_seconds;
+            display.log(&if left > 0.0 {
+                format!(
+                    "--duration {:.1} s counts the run's earlier {prior_seconds:.1} s of work: {left:.1} s remain",
+                    d.as_secs_f64()
+                )
+            } else {
+                format!(
+                    "--duration {:.1} s was already reached (the run has {prior_seconds:.1} s of work); finishing",
+                    d.as_secs_f64()
+                )
+            });
         }
         let tracker = RestartTracker::new(opts.policy, open.roles.len());
         Supervisor {
@@ -542,6 +588,8 @@ impl Supervisor {
         if self.stop.is_some() {
             return;
         }
+        // Bars off at once: the rest of the stop is logged line by line.
+        self.display.finish();
         self.open.control.set_phase(RunPhase::Stopping);
         self.open.control.stop_flag().set();
         for j in &self.jobs {
@@ -615,8 +663,10 @@ impl Supervisor {
                     n.status(&format!("handing off results to {}", out.display()));
                     n.stopping();
                 }
+                let display = &self.display;
+                let note = |msg: &str| display.log(&format!("{msg} …"));
                 let summary =
-                    handoff::write_results(&self.open, &self.jobs, &out, seconds, &cause)?;
+                    handoff::write_results(&self.open, &self.jobs, &out, seconds, &cause, &note)?;
                 handoff::remove_segments(&self.open, &self.jobs);
                 handoff::print_summary(&summary, self.registry, self.opts.json);
                 if self.interrupted {

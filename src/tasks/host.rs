@@ -116,7 +116,7 @@ impl TasksHost {
         st.file_offset = kept.len() as u64;
         self.segs.control()?.recorder.commit(st);
         eprintln!(
-            "forkring: run {}: continuing: {} of {} tasks were done by the earlier run (in {})",
+            "run {}: continuing: {} of {} tasks were done by the earlier run (in {})",
             at.run,
             crate::units::thousands(st.own_recorded),
             crate::units::thousands(s.own_tasks()),
@@ -341,7 +341,7 @@ impl JobHost for TasksHost {
             counters,
         }
     }
-    fn handoff(&self, out: &Path, ctx: &HandoffCtx) -> Result<Value, JobError> {
+    fn handoff(&self, out: &Path, ctx: &HandoffCtx<'_>) -> Result<Value, JobError> {
         // Every role has exited: record what is done (as the client would),
         // then publish the working file.
         let mut rec = Recorder::attach(&self.segs, &self.out)?;
@@ -349,6 +349,7 @@ impl JobHost for TasksHost {
         let st = *rec.state();
         let working = rec.path().to_path_buf();
         drop(rec);
+        (ctx.note)(&format!("writing {FINAL_NAME}"));
         let written = publish_working(&working, &out.join(FINAL_NAME))?;
         // Figures from the published file.
         let mut latency = Vec::new();

@@ -97,6 +97,17 @@ impl Bg {
     }
 }
 
+/// A test that fails midway must not leave its run working: the
+/// supervisor is killed (its roles die with it: parent-death signal).
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts `forkring args...` in the background, output to a file.
 pub fn spawn(args: &[&str]) -> Bg {
     spawn_env(args, &[])
@@ -299,4 +310,30 @@ pub fn patch_in_place(path: &str, offset: u64, bytes: &[u8]) {
         .unwrap_or_else(|e| panic!("{path}: {e}"));
     f.write_all_at(bytes, offset)
         .unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
+/// Waits until `run` has `n` roles attached (state `running` in `status
+/// --json`: past opening and validating their segments), or `limit`
+/// passes. Alive is not enough where a test changes a segment: a role still
+/// attaching would read the change.
+pub fn wait_attached(run: &str, n: usize, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let o = forkring(&["status", run, "--json"]);
+        let attached = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| {
+                v[0]["roles"].as_array().map(|r| {
+                    r.iter()
+                        .filter(|r| r["state"] == "running" && r["alive"] == true)
+                        .count()
+                })
+            })
+            .unwrap_or(0);
+        if attached >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
