@@ -602,12 +602,20 @@ impl Control {
         self.body().supervisor.prior_seconds.set(s.to_bits());
     }
 
-    /// Records that the supervisor started `pid` for role slot `slot`.
-    pub(crate) fn record_spawn(&self, slot: u32, pid: u32) {
+    /// Records that the supervisor is about to start role slot `slot`
+    /// (before the fork: the child may claim the slot and attach before
+    /// the parent runs again, and what it writes must not be overwritten).
+    pub(crate) fn record_spawning(&self, slot: u32) {
         let s = self.slot(slot);
-        s.pid.set(pid);
+        s.pid.set(0);
         s.start_ticks.set(0);
         s.state.set(RoleState::Starting as u32);
+    }
+    /// Records that the supervisor started `pid` for role slot `slot`
+    /// (after the fork; the child writes the same pid when it claims the
+    /// slot, and its start time and state are its own).
+    pub(crate) fn record_spawn(&self, slot: u32, pid: u32) {
+        self.slot(slot).pid.set(pid);
     }
     /// Records how role slot `slot` ended.
     pub(crate) fn record_exit(&self, slot: u32, status: ExitStatus) {

@@ -356,3 +356,30 @@ fn status_and_clean_say_when_there_is_nothing() {
         text(&o)
     );
 }
+
+/// A role can claim its slot and attach before its supervisor has recorded
+/// the fork; the role's state must still read "running" and the run's
+/// phase must reach "running" (systemd's READY=1 waits for it). Caught
+/// when a fast producer was left "starting" for its whole run.
+#[test]
+fn every_run_reaches_the_running_phase() {
+    let _g = serial();
+    for _ in 0..10 {
+        let sc = Scene::new("phase");
+        let mut bg = sc.spawn(&["--jobs", "stream", "--rate", "2000", "--dim", "2"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while status_phase(&sc.name) != "running" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "phase {}: {}",
+                status_phase(&sc.name),
+                text(&forkring(&["status", &sc.name]))
+            );
+            assert!(!bg.exited(), "{}", bg.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        signal(bg.pid(), libc::SIGINT);
+        let (st, log) = bg.wait(Duration::from_secs(30));
+        assert_eq!(st.code(), Some(130), "{log}");
+    }
+}

@@ -340,6 +340,7 @@ impl Supervisor {
 
     fn spawn(&mut self, slot: u32) {
         let role = self.role(slot);
+        self.open.control.record_spawning(slot);
         match spawn_role(&role, &self.opts.name) {
             Ok(pid) => {
                 self.open.control.record_spawn(slot, pid);
