@@ -393,6 +393,86 @@ fn bad_nats_input_is_refused_before_anything_exists() {
         (vec!["--drain".into()], 2, "give --from"),
         (
             vec![
+                "--jobs".into(),
+                "stream".into(),
+                "--export".into(),
+                dead.clone(),
+                "--connect-timeout".into(),
+                "0.5".into(),
+            ],
+            1,
+            "cannot reach the NATS server",
+        ),
+        (
+            vec![
+                "--jobs".into(),
+                "stream".into(),
+                "--export".into(),
+                plain.url(),
+            ],
+            1,
+            "does not have JetStream enabled",
+        ),
+        (
+            vec![
+                "--jobs".into(),
+                "stream".into(),
+                "--export".into(),
+                dead.clone(),
+                "--export-buffer".into(),
+                "3".into(),
+            ],
+            2,
+            "--export-buffer 3 is not a power of two",
+        ),
+        (
+            vec![
+                "--jobs".into(),
+                "stream".into(),
+                "--export".into(),
+                dead.clone(),
+                "--export-subject".into(),
+                "v.*".into(),
+            ],
+            2,
+            "wildcards",
+        ),
+        (
+            vec![
+                "--jobs".into(),
+                "stream".into(),
+                "--export".into(),
+                dead.clone(),
+                "--dim".into(),
+                "5000".into(),
+            ],
+            2,
+            "--export takes --dim up to 4096",
+        ),
+        (
+            vec![
+                "--jobs".into(),
+                "stream".into(),
+                "--export-policy".into(),
+                "drop".into(),
+            ],
+            2,
+            "give --export nats://HOST:PORT too",
+        ),
+        (
+            vec![
+                "--jobs".into(),
+                "stream".into(),
+                "--export".into(),
+                dead.clone(),
+                "--export-policy".into(),
+                "sometimes".into(),
+            ],
+            2,
+            "invalid value 'sometimes'",
+        ),
+        (
+            vec![
                 "--from".into(),
                 dead.clone(),
                 "--connect-timeout".into(),
@@ -404,7 +484,11 @@ fn bad_nats_input_is_refused_before_anything_exists() {
     ];
     for (extra, code, says) in cases {
         let sc = Scene::new("q-bad");
-        let mut args: Vec<&str> = vec!["--jobs", "tasks"];
+        let mut args: Vec<&str> = if extra.iter().any(|a| a == "--jobs") {
+            vec![]
+        } else {
+            vec!["--jobs", "tasks"]
+        };
         args.extend(extra.iter().map(String::as_str));
         let t0 = Instant::now();
         let o = sc.run(&args);
@@ -421,5 +505,254 @@ fn bad_nats_input_is_refused_before_anything_exists() {
         assert!(took < Duration::from_secs(4), "{extra:?} took {took:?}");
         assert!(segments_of(&sc.name).is_empty(), "{extra:?} left segments");
         assert!(!sc.dir.path().join("summary.json").exists());
+    }
+}
+
+/// The exported stream as read back: vectors by sequence number (values,
+/// filled-in flag), how often each was stored, and the batch records.
+struct Exported {
+    vectors: BTreeMap<u64, (Vec<f32>, bool)>,
+    stored_twice: u64,
+    records: BTreeMap<u64, Value>,
+}
+
+fn exported(url: &str, run: &str) -> Exported {
+    let mut e = Exported {
+        vectors: BTreeMap::new(),
+        stored_twice: 0,
+        records: BTreeMap::new(),
+    };
+    for (id, payload) in read_stream(url, "FORKRING_VECTORS") {
+        if id.contains(":stats:") {
+            let v: Value = serde_json::from_slice(&payload).expect("a batch record is JSON");
+            assert_eq!(v["run"], run, "{v}");
+            assert_eq!(id, format!("{run}:stats:{}", v["batch"]));
+            let b = v["batch"].as_u64().unwrap();
+            if e.records.insert(b, v).is_some() {
+                e.stored_twice += 1;
+            }
+            continue;
+        }
+        let m = forkring::stream::wire::decode(&payload).expect("a vectors message decodes");
+        assert_eq!(m.run, run);
+        assert_eq!(id, format!("{run}:{}", m.first), "Nats-Msg-Id is RUN:FIRST");
+        let dim = m.dim as usize;
+        for (i, f) in m.filled.iter().enumerate() {
+            let v = m.values[i * dim..(i + 1) * dim].to_vec();
+            if e.vectors.insert(m.first + i as u64, (v, *f)).is_some() {
+                e.stored_twice += 1;
+            }
+        }
+    }
+    e
+}
+
+/// Waits until a live `role` of `run` other than `old` exists; its pid.
+fn next_pid(run: &str, role: &str, old: u32, bg: &Bg) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((_, p)) = live_roles(run)
+            .into_iter()
+            .find(|(r, p)| r == role && *p != old)
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {role} restarted: {}",
+            bg.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every vector the consumer wrote to stream.txt (sequence number, filled
+/// flag, values as printed), against the exported ones printed alike.
+fn same_as_text_output(dir: &std::path::Path, e: &Exported) {
+    let txt = std::fs::read_to_string(dir.join("stream.txt")).unwrap();
+    let mut n = 0u64;
+    // Vector rows: a sequence number in the first 12 columns.
+    let rows = txt
+        .lines()
+        .filter_map(|l| Some((l.get(..12)?.trim().parse::<u64>().ok()?, l)));
+    for (seq, l) in rows {
+        let (v, filled) = e
+            .vectors
+            .get(&seq)
+            .unwrap_or_else(|| panic!("vector {seq} was not exported"));
+        let mut row = format!("{seq:>12}{}", if *filled { "*" } else { " " });
+        for x in v {
+            row.push_str(&format!(" {x:>9.4}"));
+        }
+        assert_eq!(row, l, "vector {seq} differs from what the consumer wrote");
+        n += 1;
+    }
+    assert_eq!(
+        n,
+        e.vectors.len() as u64,
+        "no vector exported that the consumer did not see"
+    );
+}
+
+#[test]
+fn export_is_exactly_once_across_exporter_and_consumer_kills() {
+    let _g = serial();
+    let srv = server(true);
+    let url = srv.url();
+    let sc = Scene::new("x-kill");
+    let count = 120_000u64;
+    let mut bg = sc.spawn(&[
+        "--jobs",
+        "stream",
+        "--count",
+        &count.to_string(),
+        "--rate",
+        "30000",
+        "--dim",
+        "3",
+        "--format",
+        "text",
+        "--noise",
+        "--noise-low",
+        "0.05",
+        "--noise-high",
+        "0.1",
+        "--noise-burst",
+        "3",
+        "--export",
+        &url,
+        "--export-buffer",
+        "8",
+        "--max-restarts",
+        "200",
+    ]);
+    assert!(
+        wait_attached(&sc.name, 3, Duration::from_secs(20)),
+        "{}",
+        bg.log()
+    );
+    // 20 exporter kills and 5 consumer kills, while the stream flows.
+    let mut rng = Lcg(7);
+    let (mut ex, mut co) = (0u32, 0u32);
+    for k in 0..25 {
+        let role = if k % 5 == 4 { "consumer" } else { "exporter" };
+        let old = if role == "consumer" { co } else { ex };
+        let pid = next_pid(&sc.name, role, old, &bg);
+        std::thread::sleep(Duration::from_millis(20 + rng.below(60)));
+        if bg.exited() {
+            break;
+        }
+        signal(pid, libc::SIGKILL);
+        if role == "consumer" {
+            co = pid;
+        } else {
+            ex = pid;
+        }
+    }
+    let (st, log) = bg.wait(Duration::from_secs(120));
+    assert!(st.success(), "{log}");
+    let s = sc.summary();
+    let x = &s["stream"]["export"];
+    let e = exported(&url, &sc.name);
+    assert_eq!(e.stored_twice, 0, "JetStream stored a message twice: {x}");
+    let seen = s["stream"]["received"].as_u64().unwrap() + s["stream"]["filled"].as_u64().unwrap();
+    assert_eq!(seen, count, "{s}");
+    assert_eq!(x["exported_vectors"], count, "{x}");
+    assert_eq!(x["dropped_vectors"], 0, "{x}");
+    assert_eq!(x["pending_vectors"], 0, "{x}");
+    assert_eq!(x["finished"], true, "{x}");
+    assert_eq!(e.vectors.len() as u64, count);
+    assert_eq!(e.vectors.keys().next(), Some(&0));
+    assert_eq!(e.vectors.keys().last(), Some(&(count - 1)));
+    let filled = e.vectors.values().filter(|(_, f)| *f).count() as u64;
+    assert_eq!(filled, s["stream"]["filled"].as_u64().unwrap());
+    assert!(
+        filled > 0,
+        "--noise dropped vectors, filled in and exported"
+    );
+    assert_eq!(
+        e.records.len() as u64,
+        s["stream"]["batches"].as_u64().unwrap()
+    );
+    same_as_text_output(sc.dir.path(), &e);
+    assert!(
+        x["exporter_attaches"].as_u64().unwrap() > 20,
+        "the exporter was killed and restarted: {x}"
+    );
+}
+
+#[test]
+fn server_outages_block_loses_nothing_and_drop_counts_every_loss() {
+    let _g = serial();
+    for policy in ["block", "drop"] {
+        let mut srv = server(true);
+        let url = srv.url();
+        let sc = Scene::new("x-out");
+        // Five seconds of stream: the outage (1.5 s) falls inside it.
+        let count = 40_000u64;
+        let bg = sc.spawn(&[
+            "--jobs",
+            "stream",
+            "--count",
+            &count.to_string(),
+            "--rate",
+            "8000",
+            "--dim",
+            "4",
+            "--export",
+            &url,
+            "--export-policy",
+            policy,
+            "--export-buffer",
+            "4",
+        ]);
+        assert!(
+            wait_attached(&sc.name, 3, Duration::from_secs(20)),
+            "{}",
+            bg.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        srv.kill();
+        std::thread::sleep(Duration::from_millis(1500));
+        srv.restart().unwrap();
+        let (st, log) = bg.wait(Duration::from_secs(120));
+        assert!(st.success(), "{policy}: {log}");
+        assert!(
+            log.contains("forkring exporter: lost the connection to"),
+            "{policy}: the outage is logged: {log}"
+        );
+        let s = sc.summary();
+        let x = &s["stream"]["export"];
+        let e = exported(&url, &sc.name);
+        assert_eq!(e.stored_twice, 0, "{policy}: {x}");
+        let exported = x["exported_vectors"].as_u64().unwrap();
+        let dropped = x["dropped_vectors"].as_u64().unwrap();
+        assert_eq!(exported, e.vectors.len() as u64, "{policy}: {x}");
+        assert_eq!(x["pending_vectors"], 0, "{policy}: {x}");
+        assert_eq!(exported + dropped, count, "{policy}: {x}");
+        match policy {
+            "block" => assert_eq!(dropped, 0, "{x}"),
+            _ => assert!(dropped > 0, "the outage dropped vectors: {x}"),
+        }
+        // The batch records exported are the consumer's own, run added.
+        let jsonl = std::fs::read_to_string(sc.dir.path().join("stream.jsonl")).unwrap();
+        let mut matched = 0;
+        for l in jsonl.lines() {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            let b = v["batch"].as_u64().unwrap();
+            if let Some(r) = e.records.get(&b) {
+                v["run"] = sc.name.clone().into();
+                assert_eq!(&v, r, "{policy}: batch {b}");
+                matched += 1;
+            }
+        }
+        if policy == "block" {
+            assert_eq!(matched, jsonl.lines().count(), "every record exported");
+        }
+        assert_eq!(
+            matched,
+            e.records.len(),
+            "no record the consumer did not write"
+        );
     }
 }

@@ -35,6 +35,7 @@ fn stream_settings() -> StreamSettings {
         format: StreamFormat::Jsonl,
         ring_slots: 64,
         seed: 3,
+        export: None,
     }
 }
 

@@ -63,6 +63,7 @@ fn settings(rate: Rate, count: u64) -> StreamSettings {
         format: StreamFormat::Jsonl,
         ring_slots: 4096,
         seed: SEED,
+        export: None,
     }
 }
 

@@ -397,3 +397,61 @@ pub(crate) async fn ensure_stream(
         created: true,
     })
 }
+
+/// The start-up check of `--export` and `--from`, before any segment
+/// exists: the server answers within `timeout`, runs JetStream, and every
+/// stream of `specs` exists or can be created. Returns the session and the
+/// streams found, in `specs` order.
+pub(crate) fn preflight(
+    url: &Endpoint,
+    timeout: Duration,
+    who: &'static str,
+    specs: &[StreamSpec],
+) -> Result<(Session, Vec<StreamFound>), NatsError> {
+    let session = Session::connect(url, Connect::Within(timeout), who, timeout)?;
+    session.require_jetstream()?;
+    let found = specs
+        .iter()
+        .map(|s| session.ensure_stream(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((session, found))
+}
+
+/// Finds or creates every stream of `specs`, waiting for the server while
+/// it is unreachable (a role restarted mid-run). A stream that does not fit
+/// or that JetStream refuses to create is an error at once. Gives up with
+/// `None` as soon as `keep_going` says so (the run is stopping).
+pub(crate) async fn ensure_streams_retrying(
+    session: &Session,
+    specs: &[StreamSpec],
+    keep_going: &dyn Fn() -> bool,
+) -> Result<Option<Vec<StreamFound>>, NatsError> {
+    loop {
+        let mut found = Vec::with_capacity(specs.len());
+        let mut failed = false;
+        for spec in specs {
+            match ensure_stream(session.js(), session.url(), spec).await {
+                Ok(f) => found.push(f),
+                Err(e @ (NatsError::Mismatch { .. } | NatsError::Refused { .. }))
+                    if session.state() == LinkState::Up =>
+                {
+                    return Err(e);
+                }
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            return Ok(Some(found));
+        }
+        if !keep_going() {
+            return Ok(None);
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// Pause between attempts while the server is unreachable.
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(200);

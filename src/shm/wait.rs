@@ -379,6 +379,11 @@ impl Flag {
     pub(crate) fn clear(&self) {
         self.0.publish(0);
     }
+    /// Wakes everyone sleeping on the flag without changing it (they
+    /// look again at whatever they wait for).
+    pub(crate) fn kick(&self) {
+        self.0.kick();
+    }
     /// Sleeps until the flag is raised or `deadline` passes. Returns whether
     /// it is raised.
     pub(crate) fn wait(&self, deadline: impl Into<Deadline>) -> bool {

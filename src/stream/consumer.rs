@@ -11,6 +11,11 @@
 //! state: it truncates the file back to the committed length and reads the
 //! same slots again (they were not released), so no vector is lost and none
 //! is counted twice.
+//!
+//! With `--export`, the vectors the chunk produced (gaps filled in) and its
+//! batch records go to the export ring first: the export writer commits
+//! before the consumer does (see `export.rs`), and skips on replay what its
+//! own record already covers.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -24,6 +29,7 @@ use crate::shm::{Access, CommittedBytes, SpinPolicy};
 
 use super::{Rate, StreamFormat, StreamSettings};
 
+use super::export::{ExportWriter, WriterError};
 use super::layout::{
     ProducerRecord, SLOT_HEADER, StreamControl, StreamSegmentError, StreamSegments,
 };
@@ -66,6 +72,9 @@ pub(crate) enum ConsumerError {
         /// Dropouts committed by the producer and not yet filled.
         unfilled: u64,
     },
+    /// Handing vectors to the exporter.
+    #[error(transparent)]
+    Export(#[from] WriterError),
     /// The output file is inconsistent with the committed state.
     #[error("{path}: {detail}")]
     Output {
@@ -86,6 +95,9 @@ impl From<ConsumerError> for JobError {
                 JobError::corrupt("ring", e.to_string())
             }
             e @ ConsumerError::Output { .. } => JobError::Failed(e.to_string()),
+            ConsumerError::Export(WriterError::Job(j)) => j,
+            ConsumerError::Export(WriterError::Ring(r)) => r.into(),
+            ConsumerError::Export(e @ WriterError::Stopped) => JobError::Failed(e.to_string()),
         }
     }
 }
@@ -109,6 +121,48 @@ pub(crate) struct Analyzer {
     pending: Vec<u8>,
     fill: Vec<f32>,
     cur: Vec<f32>,
+    /// What the export writer is still to be given (with `--export`).
+    tap: Option<Tap>,
+}
+
+/// Vectors and batch records in the order the analytics produced them,
+/// for the export writer.
+#[derive(Debug, Default)]
+struct Tap {
+    events: Vec<TapEvent>,
+    /// Values of the vectors, `dim` per event.
+    values: Vec<f32>,
+}
+
+#[derive(Debug)]
+enum TapEvent {
+    Vector {
+        seq: u64,
+        batch: u64,
+        filled: bool,
+    },
+    Batch {
+        batch: u64,
+        record: serde_json::Value,
+    },
+}
+
+impl Tap {
+    /// Hands everything to `w`, in order, and empties the tap.
+    fn drain_into(&mut self, w: &mut ExportWriter<'_>, dim: usize) -> Result<(), WriterError> {
+        let mut at = 0;
+        for e in self.events.drain(..) {
+            match e {
+                TapEvent::Vector { seq, batch, filled } => {
+                    w.vector(seq, batch, &self.values[at..at + dim], filled)?;
+                    at += dim;
+                }
+                TapEvent::Batch { batch, record } => w.batch_record(batch, &record)?,
+            }
+        }
+        self.values.clear();
+        Ok(())
+    }
 }
 
 impl Analyzer {
@@ -121,7 +175,13 @@ impl Analyzer {
             pending: Vec::with_capacity(1 << 16),
             fill: vec![0.0; dim],
             cur: vec![0.0; dim],
+            tap: None,
         }
+    }
+
+    /// Keeps what the export writer needs from now on.
+    fn tap(&mut self) {
+        self.tap = Some(Tap::default());
     }
 
     /// The state.
@@ -208,6 +268,14 @@ impl Analyzer {
             output::batch_start(f, &mut self.pending, self.st.batches, seq, v.len());
         }
         output::row(f, &mut self.pending, seq, v, filled);
+        if let Some(t) = &mut self.tap {
+            t.events.push(TapEvent::Vector {
+                seq,
+                batch: self.st.batches,
+                filled,
+            });
+            t.values.extend_from_slice(v);
+        }
         self.st.add_to_batch(seq, v, filled);
         self.st.expected = seq + 1;
         if filled {
@@ -239,6 +307,12 @@ impl Analyzer {
             window: self.st.window_stats().into(),
         };
         output::batch_end(self.settings.format, &mut self.pending, &r);
+        if let Some(t) = &mut self.tap {
+            t.events.push(TapEvent::Batch {
+                batch: r.batch,
+                record: serde_json::to_value(&r).expect("a batch record is JSON"),
+            });
+        }
         self.st.batches += 1;
         self.st.batch_len = 0;
         self.st.batch_filled = 0;
@@ -288,6 +362,8 @@ pub(crate) struct Consumer<'a> {
     bound: u64,
     /// The slot being handled, copied out of the ring.
     slot: Vec<u64>,
+    /// The export ring's writer (with `--export`, in the consumer role).
+    export: Option<ExportWriter<'a>>,
 }
 
 impl<'a> Consumer<'a> {
@@ -346,7 +422,15 @@ impl<'a> Consumer<'a> {
             words,
             file,
             path,
+            export: None,
         })
+    }
+
+    /// From now on, hands every vector and batch record to `w` before each
+    /// commit.
+    pub(crate) fn export_to(&mut self, w: ExportWriter<'a>) {
+        self.an.tap();
+        self.export = Some(w);
     }
 
     /// The state as last processed (committed after each chunk).
@@ -416,8 +500,23 @@ impl<'a> Consumer<'a> {
         Ok(())
     }
 
+    /// Hands the tapped vectors and records to the export writer and
+    /// commits it (before the consumer's own commit).
+    fn export(&mut self) -> Result<(), ConsumerError> {
+        if let (Some(w), Some(t)) = (&mut self.export, &mut self.an.tap) {
+            t.drain_into(w, self.an.settings.dim as usize)?;
+            if self.an.st.finished {
+                w.close()?;
+            } else {
+                w.commit()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes pending output, then commits the state (the commit point).
     fn commit(&mut self) -> Result<(), ConsumerError> {
+        self.export()?;
         if self.an.has_output() {
             let out = self.an.take_output();
             self.file.write_all(&out).map_err(io_err(&self.path))?;
@@ -483,12 +582,31 @@ pub(crate) fn rate_line(st: &ConsumerState) -> String {
     )
 }
 
+/// `None` if the run is stopping while the export ring was full
+/// (`--export-policy block`): nothing of the chunk was committed, and a
+/// resumed run or the handoff takes it from the committed state.
+fn unless_stopped<T>(r: Result<T, ConsumerError>) -> Result<Option<T>, JobError> {
+    match r {
+        Err(ConsumerError::Export(WriterError::Stopped)) => Ok(None),
+        r => Ok(Some(r?)),
+    }
+}
+
 /// Runs the consumer until the producer has finished and the ring is
 /// drained.
 pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     let s: &StreamSettings = ctx.settings()?;
     let segs = StreamSegments::open(ctx.run, s, Access::ReadWrite)?;
     let mut c = Consumer::attach(&segs, ctx.out)?;
+    if let (Some(x), Some(seg)) = (&s.export, segs.export()) {
+        let live: super::export::Liveness<'_> = Box::new(|| {
+            if ctx.stop().is_set() {
+                return Err(WriterError::Stopped);
+            }
+            Ok(ctx.require_supervisor()?)
+        });
+        c.export_to(ExportWriter::attach(seg, x, ctx.run, s.dim, s.batch, live)?);
+    }
     segs.control()?.stats.consumer_attaches.add(1);
     ctx.attached();
 
@@ -503,7 +621,9 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     let mut next_log = Instant::now() + interval;
     let capacity = c.ring().view().capacity();
     loop {
-        let n = c.process_available(CHUNK)?;
+        let Some(n) = unless_stopped(c.process_available(CHUNK))? else {
+            return Ok(());
+        };
         if by_hand && Instant::now() >= next_log {
             println!("forkring consumer: {}", rate_line(c.state()));
             next_log += interval;
@@ -511,7 +631,10 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
         if n > 0 {
             continue;
         }
-        if c.finish_if_done()? {
+        let Some(done) = unless_stopped(c.finish_if_done())? else {
+            return Ok(());
+        };
+        if done {
             segs.control()?
                 .stats
                 .consumer_cpu_ns

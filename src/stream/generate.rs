@@ -113,6 +113,7 @@ mod tests {
             format: StreamFormat::Jsonl,
             ring_slots: 64,
             seed: 3,
+            export: None,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::shm::{Access, RunName};
 
 use super::StreamSettings;
 use super::consumer::{Consumer, final_name};
+use super::export::ExportFigures;
 use super::layout::{StreamSegmentError, StreamSegments};
 use super::output::PARTIAL_NAME;
 use super::output::WindowFigures;
@@ -25,11 +26,11 @@ pub(crate) struct StreamHost {
 
 impl StreamHost {
     /// Creates the segments of a new run.
-    pub(crate) fn create(
-        run: &RunName,
-        s: &StreamSettings,
-        out: &Path,
-    ) -> Result<Self, StreamSegmentError> {
+    pub(crate) fn create(run: &RunName, s: &StreamSettings, out: &Path) -> Result<Self, JobError> {
+        if let Some(x) = &s.export {
+            // Before anything exists: a bad server fails the run here.
+            super::export::preflight(x)?;
+        }
         // A working file left by an earlier run of the same name belongs to
         // state that no longer exists.
         let _ = std::fs::remove_file(out.join(PARTIAL_NAME));
@@ -60,6 +61,13 @@ impl StreamHost {
         }
         ConsumerState::decode(&w, s.dim, s.rate_window, s.batch).ok()
     }
+
+    /// The export's figures (with `--export`); `total` is every vector
+    /// the consumer has seen. A torn read shows as all zero.
+    fn export_figures(&self, total: u64) -> Option<ExportFigures> {
+        let e = self.segs.export()?;
+        Some(e.figures(total).unwrap_or_default())
+    }
 }
 
 /// The stream's end, when it has one (`--count`), as the main counter's
@@ -76,6 +84,9 @@ impl JobHost for StreamHost {
         if let Ok(v) = self.segs.ring_view() {
             v.control().kick();
         }
+        if let Some(e) = self.segs.export() {
+            e.kick();
+        }
     }
     fn request_finish(&self) {
         if let Ok(c) = self.segs.control() {
@@ -87,6 +98,7 @@ impl JobHost for StreamHost {
     }
     fn is_complete(&self) -> bool {
         self.consumer_state().is_some_and(|s| s.finished)
+            && self.export_figures(0).is_none_or(|f| f.finished)
     }
     fn prepare_resume(&self) {
         // A finish requested of the dead supervisor's roles is requested
@@ -109,6 +121,7 @@ impl JobHost for StreamHost {
         let c = self.consumer_state();
         let of = |f: fn(&ConsumerState) -> u64| c.as_ref().map_or(0, f);
         let w = c.as_ref().map_or(WindowStats::UNKNOWN, |c| c.published);
+        let total = of(|c| c.received + c.filled);
         Progress {
             job: "stream".into(),
             counters: vec![
@@ -121,7 +134,17 @@ impl JobHost for StreamHost {
                 Counter::figure("interval_std", w.interval_std_us, "µs"),
                 Counter::figure("lateness_p99", w.lateness_p99_us, "µs"),
                 Counter::figure("lateness_max", w.lateness_max_us, "µs"),
-            ],
+            ]
+            .into_iter()
+            .chain(self.export_figures(total).into_iter().flat_map(|f| {
+                [
+                    Counter::count("exported", f.exported, "vectors", None),
+                    Counter::count("export_dropped", f.dropped, "vectors", None),
+                    Counter::count("export_pending", f.pending, "vectors", None),
+                    Counter::count("nats_connected", f.connected as u64, "link", None),
+                ]
+            }))
+            .collect(),
         }
     }
     fn handoff(&self, out: &Path, ctx: &HandoffCtx<'_>) -> Result<serde_json::Value, JobError> {
@@ -213,6 +236,11 @@ impl JobHost for StreamHost {
                 "consumer": sc.stats.consumer_cpu_ns.get() as f64 / 1e9,
             },
             "files": { name: { "bytes": written.0, "sha256": written.1 } },
+            "export": s.export.as_ref().map(|x| {
+                self.export_figures(st.received + st.filled)
+                    .unwrap_or_default()
+                    .to_json(x)
+            }),
         }))
     }
     fn segment_names(&self) -> Vec<String> {

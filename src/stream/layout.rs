@@ -22,6 +22,7 @@ use crate::shm::{
 };
 
 use super::StreamSettings;
+use super::export::ExportSegment;
 use super::state::ConsumerState;
 
 /// Layout version of the stream job's segments (2: slots carry their
@@ -151,9 +152,17 @@ pub(crate) fn specs(s: &StreamSettings) -> [SegmentSpec; 2] {
     ]
 }
 
-/// Shared-memory bytes of the stream job.
+/// Shared-memory bytes of the stream job (the export ring included).
 pub(crate) fn shm_bytes(s: &StreamSettings) -> u64 {
-    specs(s).iter().map(|x| x.size.unwrap_or(0) as u64).sum()
+    let export = s
+        .export
+        .as_ref()
+        .map(|x| super::export::spec(x, s.dim, s.batch));
+    specs(s)
+        .iter()
+        .chain(export.iter())
+        .map(|x| x.size.unwrap_or(0) as u64)
+        .sum()
 }
 
 /// Errors of creating or opening the stream segments.
@@ -165,6 +174,8 @@ pub struct StreamSegments {
     settings: StreamSettings,
     control: Segment,
     ring: Segment,
+    /// The export ring (with `--export`).
+    export: Option<ExportSegment>,
 }
 
 impl StreamSegments {
@@ -193,10 +204,19 @@ impl StreamSegments {
             r.init(s.ring_slots, s.slot_size());
         })?;
         guard.add(ring.name());
+        let export = match &s.export {
+            Some(x) => {
+                let e = ExportSegment::create(run, x, s.dim, s.batch)?;
+                guard.add(e.name());
+                Some(e)
+            }
+            None => None,
+        };
         let me = StreamSegments {
             settings: s.clone(),
             control,
             ring,
+            export,
         };
         me.validate()?;
         guard.keep();
@@ -215,6 +235,10 @@ impl StreamSegments {
             settings: s.clone(),
             control: Segment::open(run, &cs, access, wait)?,
             ring: Segment::open(run, &rs, access, wait)?,
+            export: match &s.export {
+                Some(x) => Some(ExportSegment::open(run, x, s.dim, s.batch, access)?),
+                None => None,
+            },
         };
         me.validate()?;
         Ok(me)
@@ -283,8 +307,14 @@ impl StreamSegments {
             })
         })
     }
+    /// The export ring, with `--export`.
+    pub(crate) fn export(&self) -> Option<&ExportSegment> {
+        self.export.as_ref()
+    }
     /// Names of the segments.
-    pub(crate) fn names(&self) -> [&str; 2] {
-        [self.control.name(), self.ring.name()]
+    pub(crate) fn names(&self) -> Vec<&str> {
+        let mut v = vec![self.control.name(), self.ring.name()];
+        v.extend(self.export.as_ref().map(|e| e.name()));
+        v
     }
 }

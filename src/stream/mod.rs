@@ -8,9 +8,12 @@
 //! - [`producer`], [`consumer`]: the role processes (crash safety is
 //!   described in each);
 //! - [`output`]: `stream.jsonl` / `stream.txt`;
+//! - [`export`], [`wire`]: the export to NATS JetStream (`--export`): the
+//!   export ring and its exporter role, and the message format;
 //! - [`host`]: the supervisor's side (progress, handoff).
 
 pub(crate) mod consumer;
+pub mod export;
 pub mod generate;
 pub(crate) mod host;
 pub mod layout;
@@ -18,6 +21,7 @@ pub(crate) mod output;
 pub mod producer;
 pub(crate) mod settings;
 pub(crate) mod state;
+pub mod wire;
 
 use std::path::Path;
 
@@ -37,7 +41,7 @@ pub struct StreamJob;
 pub static JOB: StreamJob = StreamJob;
 
 /// The stream job's role kinds.
-pub(crate) static KINDS: [RoleKind; 2] = [
+pub(crate) static KINDS: [RoleKind; 3] = [
     RoleKind {
         name: "producer",
         about: "Stream role that generates vectors into the ring (normally started by `run`; options, if given, must match the run's)",
@@ -53,6 +57,14 @@ pub(crate) static KINDS: [RoleKind; 2] = [
         options: settings::consumer_options,
         check: settings::check_consumer,
         run: consumer::run,
+    },
+    RoleKind {
+        name: "exporter",
+        about: "Stream role that publishes the consumer's vectors and batch records to NATS JetStream (only with --export; normally started by `run`)",
+        multiple: false,
+        options: crate::job::no_options,
+        check: crate::job::no_check,
+        run: export::run,
     },
 ];
 

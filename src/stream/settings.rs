@@ -12,6 +12,7 @@ use crate::job::{Common, Difference, Job, JobError, JobHost, JobSettings, Place,
 use crate::shm::{Access, RunName};
 
 use super::JOB;
+use super::export::{ExportOpts, ExportSettings};
 use super::host::StreamHost;
 
 /// Distribution of the stream's vector components.
@@ -122,6 +123,8 @@ pub struct StreamSettings {
     pub ring_slots: u32,
     /// Seed of the vector contents.
     pub seed: u64,
+    /// Export to NATS JetStream (`--export`), with its `exporter` role.
+    pub export: Option<ExportSettings>,
 }
 
 /// The ranges of the stream's options, checked by
@@ -198,6 +201,9 @@ impl StreamSettings {
                     n.low, n.high
                 ));
             }
+        }
+        if let Some(x) = &self.export {
+            x.validate(self.dim)?;
         }
         Ok(())
     }
@@ -303,7 +309,8 @@ pub(super) fn run_options(cmd: clap::Command) -> clap::Command {
     let cmd = VectorOpts::augment_args(cmd);
     let cmd = ProducerOpts::augment_args(cmd);
     let cmd = ConsumerOpts::augment_args(cmd);
-    RingOpts::augment_args(cmd)
+    let cmd = RingOpts::augment_args(cmd);
+    ExportOpts::augment_args(cmd)
 }
 
 /// The ids of every stream option of `forkring run`.
@@ -324,7 +331,9 @@ const OPTION_IDS: [&str; 13] = [
 ];
 
 pub(super) fn options_given(m: &ArgMatches) -> Vec<String> {
-    crate::job::given(m, &OPTION_IDS)
+    let mut v = crate::job::given(m, &OPTION_IDS);
+    v.extend(crate::job::given(m, &super::export::OPTION_IDS));
+    v
 }
 
 fn parse<T: FromArgMatches>(m: &ArgMatches) -> Result<T, JobError> {
@@ -336,8 +345,10 @@ pub(super) fn from_args(m: &ArgMatches, common: &Common) -> Result<StreamSetting
     let p: ProducerOpts = parse(m)?;
     let c: ConsumerOpts = parse(m)?;
     let r: RingOpts = parse(m)?;
+    let x: ExportOpts = parse(m)?;
+    let dim = v.dim.unwrap_or(50);
     let s = StreamSettings {
-        dim: v.dim.unwrap_or(50),
+        dim,
         distribution: p.distribution.unwrap_or(Distribution::Normal),
         rate: p.rate.unwrap_or(Rate::Hz(1000.0)),
         count: p.count,
@@ -348,6 +359,7 @@ pub(super) fn from_args(m: &ArgMatches, common: &Common) -> Result<StreamSetting
         format: c.format.unwrap_or(StreamFormat::Jsonl),
         ring_slots: r.ring_slots.unwrap_or(4096),
         seed: common.seed,
+        export: x.settings(common.connect_timeout, dim)?,
     };
     s.validate().map_err(JobError::Usage)?;
     Ok(s)
@@ -497,7 +509,12 @@ impl JobSettings for StreamSettings {
         Box::new(self.clone())
     }
     fn roles(&self) -> Vec<(&'static RoleKind, u32)> {
-        super::KINDS.iter().map(|k| (k, 1)).collect()
+        let exporters = self.export.is_some() as u32;
+        vec![
+            (&super::KINDS[0], 1),
+            (&super::KINDS[1], 1),
+            (&super::KINDS[2], exporters),
+        ]
     }
     fn shm_bytes(&self) -> u64 {
         super::layout::shm_bytes(self)
@@ -531,6 +548,11 @@ impl JobSettings for StreamSettings {
             Difference::of("--format", Some(a.format.name()), Some(b.format.name())),
             Difference::of("--ring-slots", Some(a.ring_slots), Some(b.ring_slots)),
             Difference::of("--seed", Some(a.seed), Some(b.seed)),
+            Difference::of(
+                "--export",
+                a.export.as_ref().map(|x| x.to_json().to_string()),
+                b.export.as_ref().map(|x| x.to_json().to_string()),
+            ),
         ]
         .into_iter()
         .flatten()
@@ -562,6 +584,7 @@ impl JobSettings for StreamSettings {
             "format": self.format.name(),
             "ring_slots": self.ring_slots,
             "seed": self.seed,
+            "export": self.export.as_ref().map(ExportSettings::to_json),
         })
     }
     fn create(&self, at: Place<'_>) -> Result<Box<dyn JobHost>, JobError> {
@@ -591,6 +614,7 @@ mod tests {
             rate_interval: 1.0,
             format: StreamFormat::Jsonl,
             ring_slots: 64,
+            export: None,
             seed: 1,
         }
     }

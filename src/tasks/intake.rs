@@ -41,8 +41,6 @@ use crate::shm::taskq::RecorderBell;
 const MAX_PULL: usize = 256;
 /// How long one pull waits for messages.
 const PULL_WAIT: Duration = Duration::from_millis(500);
-/// Longest pause after a failed pull or publish.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How long a closing intake keeps trying to deliver its results.
 const CLOSE_FLUSH: Duration = Duration::from_secs(3);
 
@@ -287,12 +285,8 @@ impl IntakeSettings {
 /// consumer and the results stream exist or can be created.
 pub(crate) fn preflight(s: &IntakeSettings) -> Result<(), JobError> {
     let timeout = Duration::from_secs_f64(s.connect_timeout);
-    let session = Session::connect(&s.url, Connect::Within(timeout), "intake", timeout)?;
-    session.require_jetstream()?;
-    let [tq, rs] = s.stream_specs();
-    let found = session.ensure_stream(&tq)?;
-    session.ensure_stream(&rs)?;
-    session.block_on(consumer(&session, &found.name, s))?;
+    let (session, found) = session::preflight(&s.url, timeout, "intake", &s.stream_specs())?;
+    session.block_on(consumer(&session, &found[0].name, s))?;
     Ok(())
 }
 
@@ -424,31 +418,24 @@ fn serve(
     let api = Duration::from_secs_f64(s.connect_timeout.max(2.0));
     let session = Session::connect(&s.url, Connect::Retry, "intake", api)?;
     session.block_on(async {
-        let [tq, rs] = s.stream_specs();
         // Wait for the server (a restarted client may start while it is
-        // down); the session logs the outage once.
-        let (tasks_stream, _) = loop {
-            let r = async {
-                let t = session::ensure_stream(session.js(), session.url(), &tq).await?;
-                let r = session::ensure_stream(session.js(), session.url(), &rs).await?;
-                Ok::<_, NatsError>((t, r))
-            }
-            .await;
-            match r {
-                Ok(v) => break v,
-                Err(e @ (NatsError::Mismatch { .. } | NatsError::Refused { .. })) => {
-                    return Err(e);
-                }
-                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
-            }
+        // down); the session logs the outage once. The client closing its
+        // end ends the wait.
+        let keep_going = || !rx.is_closed();
+        let Some(found) =
+            session::ensure_streams_retrying(&session, &s.stream_specs(), &keep_going).await?
+        else {
+            return Ok(());
         };
+        let tasks_stream = &found[0];
         let consumer = loop {
             match consumer(&session, &tasks_stream.name, s).await {
                 Ok(c) => break c,
                 Err(e @ NatsError::Refused { .. }) if session.state() == LinkState::Up => {
                     return Err(e);
                 }
-                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+                Err(_) if rx.is_closed() => return Ok(()),
+                Err(_) => tokio::time::sleep(session::RETRY_PAUSE).await,
             }
         };
         Pump {
@@ -517,7 +504,7 @@ impl Pump<'_> {
                         batch = Some(Box::pin(b));
                         got_in_batch = 0;
                     }
-                    Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+                    Err(_) => tokio::time::sleep(session::RETRY_PAUSE).await,
                 }
             }
             tokio::select! {
@@ -536,7 +523,7 @@ impl Pump<'_> {
                     }
                     Some(Err(_)) => {
                         batch = None;
-                        tokio::time::sleep(RETRY_PAUSE).await;
+                        tokio::time::sleep(session::RETRY_PAUSE).await;
                     }
                     None => {
                         batch = None;
@@ -650,7 +637,7 @@ impl Pump<'_> {
         }
         if !keep.is_empty() {
             let _ = self.session.client().flush().await;
-            tokio::time::sleep(RETRY_PAUSE).await;
+            tokio::time::sleep(session::RETRY_PAUSE).await;
         }
         self.outgoing = keep;
     }
