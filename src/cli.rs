@@ -245,6 +245,27 @@ pub(crate) enum BenchCommand {
     /// the same workers behind a pipe and a socket, CPU tasks, relay
     /// chunks, and how soon a killed worker's tasks run again.
     Tasks(BenchTasksArgs),
+    /// The NATS JetStream bridge against a local `nats-server -js` it
+    /// starts: the stream with and without --export (block, drop), and
+    /// empty tasks from a file against the same from a work queue
+    Nats(BenchNatsArgs),
+}
+
+/// Options of `forkring bench nats`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchNatsArgs {
+    /// Vectors per stream run
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
+    pub(crate) vectors: u64,
+    /// Tasks per pool run
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
+    pub(crate) tasks: u64,
+    /// Runs per figure; the best is reported (noise from other load)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) repeat: u32,
+    /// One JSON object per measurement, one per line
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Options of `forkring bench tasks`.
@@ -520,6 +541,12 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
                 json: t.json,
                 quick: t.quick,
                 only: t.only,
+            }),
+            BenchCommand::Nats(n) => crate::bench::nats::run(&crate::bench::nats::Options {
+                vectors: n.vectors,
+                tasks: n.tasks,
+                repeat: n.repeat,
+                json: n.json,
             }),
             BenchCommand::Stream(s) => crate::bench::stream::run(&crate::bench::stream::Options {
                 count: s.count,

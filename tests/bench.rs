@@ -126,3 +126,60 @@ fn bench_tasks_reports_every_workload() {
         bench_segments()
     );
 }
+
+#[test]
+fn bench_nats_compares_export_and_intake_with_local() {
+    let _g = serial();
+    let o = forkring(&[
+        "bench",
+        "nats",
+        "--repeat",
+        "1",
+        "--vectors",
+        "5000",
+        "--tasks",
+        "300",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = json_lines(&o);
+    let what: Vec<(&str, bool)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["workload"].as_str().unwrap(),
+                l["ratio_to_local"].is_f64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        what,
+        [
+            ("stream", false),
+            ("stream", true),
+            ("stream", true),
+            ("tasks", false),
+            ("tasks", true)
+        ],
+        "{lines:?}"
+    );
+    for l in &lines {
+        assert_eq!(l["bench"], "nats");
+        assert!(l["per_s"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["cpus"].as_u64().unwrap() >= 1, "{l}");
+    }
+    // block exports everything; drop accounts for everything.
+    let b = &lines[1]["export"];
+    assert_eq!(b["exported_vectors"], 5000, "{b}");
+    let d = &lines[2]["export"];
+    assert_eq!(
+        d["exported_vectors"].as_u64().unwrap() + d["dropped_vectors"].as_u64().unwrap(),
+        5000,
+        "{d}"
+    );
+    assert!(
+        bench_segments().is_empty(),
+        "left behind: {:?}",
+        bench_segments()
+    );
+}

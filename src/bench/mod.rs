@@ -19,6 +19,7 @@
 
 pub(crate) mod image;
 pub(crate) mod minirun;
+pub(crate) mod nats;
 pub(crate) mod peer;
 pub(crate) mod stream;
 pub(crate) mod tasks;
@@ -209,6 +210,50 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Runs `forkring run --name RUN --quiet --out DIR/out-TAG ARGS` to
+/// completion (this executable), with the run's segments (`control` and
+/// `parts`) removed on drop and on SIGINT whatever state it is left in.
+/// Returns the output directory.
+pub(crate) fn forkring_run(
+    run: &RunName,
+    parts: &[&str],
+    dir: &std::path::Path,
+    tag: &str,
+    args: &[String],
+) -> Result<PathBuf, BenchError> {
+    use std::io::Read;
+    let _guards: Vec<SegmentGuard> = std::iter::once(&"control")
+        .chain(parts)
+        .map(|p| SegmentGuard::new(run, p))
+        .collect();
+    let out = dir.join(format!("out-{tag}"));
+    let mut child = std::process::Command::new("/proc/self/exe")
+        .arg("run")
+        .args(["--name", run.as_str(), "--quiet", "--out"])
+        .arg(&out)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| BenchError::failed(format!("cannot start a run: {e}")))?;
+    register_peer(child.id());
+    let st = child.wait();
+    unregister_peer(child.id());
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let st = st.map_err(|e| BenchError::failed(format!("cannot wait for the run: {e}")))?;
+    if !st.success() {
+        return Err(BenchError::failed(format!(
+            "the {tag} run {st}: {}",
+            err.trim()
+        )));
+    }
+    Ok(out)
 }
 
 /// The run name of this process's bench segments: `bench-<pid>`.

@@ -79,43 +79,9 @@ fn bench_run(tag: &str) -> RunName {
 /// and returns its summary and its tasks.jsonl lines.
 fn real_run(tag: &str, dir: &Path, args: &[String]) -> Result<(Value, Vec<Value>), BenchError> {
     let run = bench_run(tag);
-    // Removed on drop and on SIGINT, whatever state the run is left in.
-    let _guards: Vec<SegmentGuard> = ["control", "tasks", "relay"]
-        .iter()
-        .map(|p| SegmentGuard::new(&run, p))
-        .collect();
-    let out = dir.join(format!("out-{tag}"));
-    let mut child = Command::new("/proc/self/exe")
-        .arg("run")
-        .args([
-            "--name",
-            run.as_str(),
-            "--jobs",
-            "tasks",
-            "--quiet",
-            "--out",
-        ])
-        .arg(&out)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| BenchError::failed(format!("cannot start a run: {e}")))?;
-    super::register_peer(child.id());
-    let st = child.wait();
-    super::unregister_peer(child.id());
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    let st = st.map_err(|e| BenchError::failed(format!("cannot wait for the run: {e}")))?;
-    if !st.success() {
-        return Err(BenchError::failed(format!(
-            "the {tag} run {st}: {}",
-            err.trim()
-        )));
-    }
+    let mut full = vec!["--jobs".to_string(), "tasks".to_string()];
+    full.extend_from_slice(args);
+    let out = super::forkring_run(&run, &["tasks", "relay"], dir, tag, &full)?;
     read_results(&out)
 }
 
