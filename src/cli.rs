@@ -248,12 +248,12 @@ pub(crate) enum BenchCommand {
     /// The NATS JetStream bridge against a local `nats-server -js` it
     /// starts: the stream with and without --export (block, drop), and
     /// empty tasks from a file against the same from a work queue
-    Nats(BenchNatsArgs),
+    Export(BenchExportArgs),
 }
 
-/// Options of `forkring bench nats`.
+/// Options of `forkring bench export`.
 #[derive(Debug, Args)]
-pub(crate) struct BenchNatsArgs {
+pub(crate) struct BenchExportArgs {
     /// Vectors per stream run
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
     pub(crate) vectors: u64,
@@ -542,7 +542,7 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
                 quick: t.quick,
                 only: t.only,
             }),
-            BenchCommand::Nats(n) => crate::bench::nats::run(&crate::bench::nats::Options {
+            BenchCommand::Export(n) => crate::bench::export::run(&crate::bench::export::Options {
                 vectors: n.vectors,
                 tasks: n.tasks,
                 repeat: n.repeat,

@@ -128,11 +128,11 @@ fn bench_tasks_reports_every_workload() {
 }
 
 #[test]
-fn bench_nats_compares_export_and_intake_with_local() {
+fn bench_export_compares_export_and_intake_with_local() {
     let _g = serial();
     let o = forkring(&[
         "bench",
-        "nats",
+        "export",
         "--repeat",
         "1",
         "--vectors",
@@ -164,7 +164,7 @@ fn bench_nats_compares_export_and_intake_with_local() {
         "{lines:?}"
     );
     for l in &lines {
-        assert_eq!(l["bench"], "nats");
+        assert_eq!(l["bench"], "export");
         assert!(l["per_s"].as_f64().unwrap() > 0.0, "{l}");
         assert!(l["cpus"].as_u64().unwrap() >= 1, "{l}");
     }

@@ -17,9 +17,9 @@
 //!   supervisor's display and pass, for the job benchmarks.
 //! - [`peer`]: the `bench-peer` side of every measurement.
 
+pub(crate) mod export;
 pub(crate) mod image;
 pub(crate) mod minirun;
-pub(crate) mod nats;
 pub(crate) mod peer;
 pub(crate) mod stream;
 pub(crate) mod tasks;

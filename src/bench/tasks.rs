@@ -743,7 +743,18 @@ fn measure_recovery(run: &RunName, held: usize, kills: usize) -> Result<Vec<u64>
         .and_then(|j| j.downcast::<TasksSettings>())
         .cloned()
         .ok_or_else(|| BenchError::failed("recovery: no task pool"))?;
-    let segs = TasksSegments::open(run, &s, Access::ReadOnly)?;
+    // The control segment exists before the pool's: the supervisor may
+    // still be creating it (a file of 0 bytes for a moment).
+    let mut segs = None;
+    wait(
+        "the task pool's segment did not appear",
+        Duration::from_secs(60),
+        Box::new(|| {
+            segs = TasksSegments::open(run, &s, Access::ReadOnly).ok();
+            segs.is_some()
+        }),
+    )?;
+    let segs = segs.expect("waited for");
     let table = segs.table()?;
     let control: &Control = &open.control;
     let slot_of = |w: u32| {

@@ -593,8 +593,8 @@ pub(crate) struct ExportWriter<'a> {
     run: String,
     dim: u32,
     max_vectors: u32,
-    /// Message being built: (batch, first sequence number).
-    cur: Option<(u64, u64)>,
+    /// Message being built.
+    cur: Option<Cur>,
     msg: wire::Builder,
     /// Slots written beyond the head, not yet published.
     staged: u32,
@@ -655,19 +655,36 @@ impl<'a> ExportWriter<'a> {
         if seq < self.seen_seq {
             return Ok(());
         }
-        let n = self.msg.count() as u64;
-        if let Some((b, first)) = self.cur
-            && (b != batch || first + n != seq || n == self.max_vectors as u64)
+        if let Some(c) = self.cur
+            && (c.batch != batch || c.first + c.n != seq || c.n == self.max_vectors as u64)
         {
             self.flush()?;
         }
-        if self.cur.is_none() {
-            self.cur = Some((batch, seq));
-            self.msg
-                .start(&self.run, self.dim, batch, seq, self.max_vectors);
+        let c = match &mut self.cur {
+            Some(c) => c,
+            None => {
+                // `drop` and no room now: the message is dropped whole, so
+                // its vectors are only counted, not copied (the cost of a
+                // slow server to the stream stays small).
+                let dropping = self.policy == ExportPolicy::Drop
+                    && self.ring.free(self.staged + 1)? < self.staged + 1;
+                if !dropping {
+                    self.msg
+                        .start(&self.run, self.dim, batch, seq, self.max_vectors);
+                }
+                self.cur.insert(Cur {
+                    batch,
+                    first: seq,
+                    n: 0,
+                    dropping,
+                })
+            }
+        };
+        c.n += 1;
+        if !c.dropping {
+            let pushed = self.msg.push(values, filled);
+            debug_assert!(pushed, "a full message is flushed above");
         }
-        let pushed = self.msg.push(values, filled);
-        debug_assert!(pushed, "a full message is flushed above");
         self.seen_seq = seq + 1;
         Ok(())
     }
@@ -696,10 +713,19 @@ impl<'a> ExportWriter<'a> {
 
     /// Sends the message being built.
     fn flush(&mut self) -> Result<(), WriterError> {
-        let Some((_, first)) = self.cur.take() else {
+        let Some(Cur {
+            first, n, dropping, ..
+        }) = self.cur.take()
+        else {
             return Ok(());
         };
-        let n = self.msg.count() as u64;
+        if dropping {
+            self.rec.dropped_messages += 1;
+            self.rec.dropped_vectors += n;
+            Covers::Seq(first + n).apply(&mut self.rec);
+            return Ok(());
+        }
+        debug_assert_eq!(n, self.msg.count() as u64);
         let mut msg = std::mem::take(&mut self.msg);
         let id = format!("{}:{first}", self.run);
         let r = self.stage(KIND_VECTORS, &id, msg.finish(), n, Covers::Seq(first + n));
@@ -789,6 +815,19 @@ impl<'a> ExportWriter<'a> {
         self.ring.flush_wake();
         Ok(())
     }
+}
+
+/// The message being built by [`ExportWriter`].
+#[derive(Debug, Clone, Copy)]
+struct Cur {
+    /// Its batch.
+    batch: u64,
+    /// Its first sequence number.
+    first: u64,
+    /// Vectors in it.
+    n: u64,
+    /// `drop` found the ring full when it began: it is only counted.
+    dropping: bool,
 }
 
 /// What a message moves forward in [`WriterRecord`] once staged.

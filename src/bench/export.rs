@@ -1,4 +1,4 @@
-//! `forkring bench nats`: what the NATS JetStream bridge costs, measured in
+//! `forkring bench export`: what the NATS JetStream bridge costs, measured in
 //! one run against a `nats-server -js` this command starts on a free local
 //! port (its store in a scratch directory):
 //! 1. the stream at `--rate max`: without export, with `--export` and
@@ -20,7 +20,7 @@ use super::{BenchError, Machine, Scratch, install_interrupt_handler, thousands};
 use crate::nats::server::LocalServer;
 use crate::shm::RunName;
 
-/// Options of `forkring bench nats`.
+/// Options of `forkring bench export`.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     /// Vectors per stream run.
@@ -162,14 +162,14 @@ pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
     let srv = LocalServer::start(true).map_err(BenchError::failed)?;
     let url = srv.url();
     if !opts.json {
-        println!("forkring bench nats: the NATS JetStream bridge, measured in one run");
+        println!("forkring bench export: the NATS JetStream bridge, measured in one run");
         println!("machine: {}", machine.describe());
         println!(
             "server: nats-server -js on {url} (local, file store); {}\n",
             super::runs_note(opts.repeat)
         );
     }
-    let scratch = Scratch::new("nats")?;
+    let scratch = Scratch::new("export")?;
     let dir = &scratch.0;
     let mut rows = Vec::new();
 
@@ -240,7 +240,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), BenchError> {
     for r in rows {
         if opts.json {
             let mut v = json!({
-                "bench": "nats",
+                "bench": "export",
                 "workload": r.workload,
                 "what": r.what,
                 "per_s": r.per_s,
