@@ -141,9 +141,11 @@ enum TapEvent {
         batch: u64,
         filled: bool,
     },
+    /// The record as a JSON object (`stream.jsonl`'s line without its
+    /// newline).
     Batch {
         batch: u64,
-        record: serde_json::Value,
+        json: Vec<u8>,
     },
 }
 
@@ -157,7 +159,7 @@ impl Tap {
                     w.vector(seq, batch, &self.values[at..at + dim], filled)?;
                     at += dim;
                 }
-                TapEvent::Batch { batch, record } => w.batch_record(batch, &record)?,
+                TapEvent::Batch { batch, json } => w.batch_record(batch, &json)?,
             }
         }
         self.values.clear();
@@ -306,11 +308,18 @@ impl Analyzer {
             std: &std,
             window: self.st.window_stats().into(),
         };
+        let at = self.pending.len();
         output::batch_end(self.settings.format, &mut self.pending, &r);
         if let Some(t) = &mut self.tap {
+            // The line just written, when it is JSON; else the record as
+            // JSON for the export alone.
+            let json = match self.settings.format {
+                StreamFormat::Jsonl => self.pending[at..].trim_ascii_end().to_vec(),
+                StreamFormat::Text => serde_json::to_vec(&r).expect("a batch record is JSON"),
+            };
             t.events.push(TapEvent::Batch {
                 batch: r.batch,
-                record: serde_json::to_value(&r).expect("a batch record is JSON"),
+                json,
             });
         }
         self.st.batches += 1;

@@ -508,14 +508,15 @@ impl Pump<'_> {
                 }
             }
             tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(ToIntake::Room(n)) => self.room = n,
-                    Some(ToIntake::Result { seq, ack, json, term }) => {
-                        self.running.remove(&seq);
-                        self.outgoing.push_back(Outgoing { seq, ack, json: json.into(), term });
+                cmd = rx.recv() => {
+                    self.on_command(cmd);
+                    // Everything else already sent goes into the same
+                    // flush: its publishes are pipelined, so results cost
+                    // one round trip per flush, not one each.
+                    while let Ok(cmd) = rx.try_recv() {
+                        self.on_command(Some(cmd));
                     }
-                    Some(ToIntake::Close) | None => self.closing = true,
-                },
+                }
                 m = next(&mut batch) => match m {
                     Some(Ok(msg)) => {
                         got_in_batch += 1;
@@ -540,6 +541,27 @@ impl Pump<'_> {
                 }
                 _ = tokio::time::sleep(PULL_WAIT), if batch.is_none() => {}
             }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Option<ToIntake>) {
+        match cmd {
+            Some(ToIntake::Room(n)) => self.room = n,
+            Some(ToIntake::Result {
+                seq,
+                ack,
+                json,
+                term,
+            }) => {
+                self.running.remove(&seq);
+                self.outgoing.push_back(Outgoing {
+                    seq,
+                    ack,
+                    json: json.into(),
+                    term,
+                });
+            }
+            Some(ToIntake::Close) | None => self.closing = true,
         }
     }
 
