@@ -13,7 +13,6 @@ pub(crate) fn own_start_ticks() -> u64 {
     start_ticks(std::process::id()).unwrap_or(0)
 }
 
-#[cfg(test)]
 /// Whether `pid` is alive and is still the process that started at
 /// `ticks` (0 = don't compare).
 pub(crate) fn is_same_process(pid: u32, ticks: u64) -> bool {

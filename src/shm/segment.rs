@@ -20,6 +20,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -353,6 +354,67 @@ fn shm_path(name: &str) -> String {
     format!("/{name}")
 }
 
+/// Environment variable of the start-up crash test hook: `N` (from 1) makes
+/// the process that creates segments kill itself with SIGKILL at its N-th
+/// creation step. Each segment has four steps: its file made and locked;
+/// sized and mapped; initialised but unpublished; published.
+pub const CRASH_POINT_ENV: &str = "FORKRING_TEST_CRASH_POINT";
+
+/// A creation step (see [`CRASH_POINT_ENV`]).
+fn crash_point() {
+    static STEPS: AtomicU32 = AtomicU32::new(0);
+    let Some(n) = std::env::var(CRASH_POINT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return;
+    };
+    // Relaxed: a counter of this process's own steps, read by nobody else.
+    if STEPS.fetch_add(1, Ordering::Relaxed) + 1 == n {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// What the header of a segment file says, read without mapping it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publication {
+    /// The creator published the header (magic set; not validated further).
+    Published,
+    /// Not published: the creator is initialising it or died doing so.
+    /// `creator` is the (pid, start ticks) it recorded, if it got that far.
+    Unpublished {
+        /// Recorded creator.
+        creator: Option<(u32, u64)>,
+    },
+}
+
+/// Reads whether the segment file open as `fd` is published, with `pread`
+/// (no mapping: the file may be truncated or corrupt).
+pub(crate) fn publication(fd: BorrowedFd<'_>) -> Result<Publication, Errno> {
+    let mut h = [0u8; 48];
+    let mut got = 0;
+    while got < h.len() {
+        match nix::sys::uio::pread(fd, &mut h[got..], got as libc::off_t) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if got == h.len() && u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) != 0 {
+        return Ok(Publication::Published);
+    }
+    let creator = (got == h.len())
+        .then(|| {
+            (
+                u32::from_le_bytes(h[32..36].try_into().expect("4 bytes")),
+                u64::from_le_bytes(h[40..48].try_into().expect("8 bytes")),
+            )
+        })
+        .filter(|&(pid, _)| pid != 0);
+    Ok(Publication::Unpublished { creator })
+}
+
 /// Unlinks the segment file `name` (as listed in /dev/shm). Missing is fine.
 pub fn unlink(name: &str) -> Result<(), Errno> {
     match shm_unlink(shm_path(name).as_str()) {
@@ -418,6 +480,23 @@ impl Segment {
             Err(Errno::EEXIST) => return Err(CreateError::AlreadyExists { name }),
             Err(e) => return Err(os("shm_open", e)),
         };
+        // The creator holds byte 0 of every segment it creates for as long as
+        // it keeps the segment open, from the first instant: a free lock on
+        // an unpublished segment proves its creator dead (`forkring clean`
+        // and a resuming `run` rely on it). Someone who found this name
+        // abandoned and holds its lock is removing it: leave it to them.
+        match super::lock::try_lock(fd.as_fd(), 0) {
+            Ok(true) => {}
+            Ok(false) => return Err(CreateError::AlreadyExists { name }),
+            Err(e) => {
+                let _ = unlink(&name);
+                return Err(os(
+                    "fcntl(F_OFD_SETLK)",
+                    Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                ));
+            }
+        }
+        crash_point();
         // From here on, remove the file again if anything fails.
         let result = (|| {
             // The umask may have cleared bits of 0600; set it exactly.
@@ -445,17 +524,15 @@ impl Segment {
                 return Err(e);
             }
         };
+        crash_point();
         let seg = Segment {
             name,
             fd,
             base,
             len: size,
         };
-        // The creator holds byte 0 of every segment it creates for as long as
-        // it keeps the segment open: `forkring clean` leaves locked segments
-        // alone. (The control segment's byte 0 is its supervisor lock; a
-        // supervisor that resumes a run takes it over.)
-        let _ = super::lock::try_lock(seg.fd(), 0);
+        // (The control segment's byte 0 is its supervisor lock, taken above;
+        // a supervisor that resumes a run takes it over.)
         seg.header().write_fields(
             spec.part,
             spec.version,
@@ -465,7 +542,9 @@ impl Segment {
             crate::procinfo::own_start_ticks(),
         );
         init(&seg);
+        crash_point();
         seg.header().publish();
+        crash_point();
         Ok(seg)
     }
 

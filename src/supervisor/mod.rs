@@ -20,3 +20,4 @@ pub(crate) mod role;
 pub(crate) mod run;
 pub(crate) mod signals;
 pub(crate) mod spawn;
+pub(crate) mod startup;

@@ -21,6 +21,7 @@ use super::policy::{Decision, RestartPolicy, RestartTracker};
 use super::progress::Display;
 use super::signals::Signals;
 use super::spawn::spawn_role;
+use super::startup;
 
 /// Options of `forkring run` beyond the recorded settings.
 #[derive(Debug, Clone)]
@@ -111,9 +112,12 @@ fn check_no_results(name: &RunName, out: &std::path::Path) -> Result<(), RunErro
 /// Creates a new run or takes over a run whose supervisor died. Returns the
 /// run and whether it was resumed.
 fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, bool), RunError> {
-    if let Some(c) = open_existing(opts, registry)? {
-        return Ok((c, true));
-    }
+    // Held until the new run exists (see `startup::Discarded`).
+    let _discarded = match open_existing(opts, registry)? {
+        Existing::Resume(c) => return Ok((c, true)),
+        Existing::Absent => None,
+        Existing::Discarded(d) => Some(d),
+    };
     if !opts.overwrite {
         check_no_results(&opts.name, &opts.settings.out)?;
     }
@@ -122,20 +126,37 @@ fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, boo
         Ok(c) => Ok((c, false)),
         // Another supervisor created it since we looked: it is live.
         Err(RunError::Control(ControlError::Create(CreateError::AlreadyExists { .. }))) => {
-            open_existing(opts, registry)?
-                .map(|c| (c, true))
-                .ok_or_else(|| RunError::CreatedMeanwhile(opts.name.clone()))
+            match open_existing(opts, registry)? {
+                Existing::Resume(c) => Ok((c, true)),
+                _ => Err(RunError::CreatedMeanwhile(opts.name.clone())),
+            }
         }
         Err(e) => Err(e),
     }
 }
 
-/// Takes over run `opts.name` if it exists and its supervisor is dead
-/// (`None` if it does not exist). The leftovers of a run that was already
-/// handed off are removed, so the requested run starts afresh.
-fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Option<OpenRun>, RunError> {
+/// What `open_existing` found.
+#[derive(Debug)]
+enum Existing {
+    /// No such run (or the leftovers of a handed-off one, removed).
+    Absent,
+    /// A run whose supervisor died, taken over.
+    Resume(OpenRun),
+    /// A run whose supervisor died while creating it, before any role
+    /// started: removed; the lock keeps others away until the new run exists.
+    Discarded(startup::Discarded),
+}
+
+/// Takes over run `opts.name` if it exists and its supervisor is dead. The
+/// leftovers of a run that was already handed off, and a run whose
+/// supervisor died while creating it, are removed, so the requested run
+/// starts afresh.
+fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Existing, RunError> {
     if !segment::exists(&opts.name.segment(crate::control::PART)) {
-        return Ok(None);
+        return Ok(Existing::Absent);
+    }
+    if let Some(d) = startup::half_made_control(&opts.name)? {
+        return Ok(Existing::Discarded(d));
     }
     let cannot_resume = |e: RunError| match e {
         // A live supervisor is not damage: say so plainly.
@@ -162,7 +183,10 @@ fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Option<OpenRun
             opts.name,
             c.settings.out.display()
         );
-        return Ok(None);
+        return Ok(Existing::Absent);
+    }
+    if let Some(d) = startup::half_made_jobs(&c)? {
+        return Ok(Existing::Discarded(d));
     }
     let mut requested = opts.settings.clone();
     if !opts.seed_given {
@@ -180,7 +204,7 @@ fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Option<OpenRun
         });
     }
     c.control.take_over();
-    Ok(Some(c))
+    Ok(Existing::Resume(c))
 }
 
 /// Creates (new run) or opens (resumed run) the jobs' segments.
