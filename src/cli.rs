@@ -103,13 +103,13 @@ pub(crate) struct RunArgs {
     pub(crate) seed: Option<u64>,
 
     /// Finish the run after this many seconds of work, counted over every
-    /// supervisor of the run (a resume gets what remains); results are
-    /// handed off [default: no limit]
+    /// supervisor of the run (a resume gets what remains), 0.000001 to 1e9;
+    /// results are handed off [default: no limit]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) duration: Option<Duration>,
 
-    /// Seconds roles get to finish after a stop request before SIGKILL
-    /// [default: 5]
+    /// Seconds roles get to finish after a stop request before SIGKILL,
+    /// 0.000001 to 1e9 [default: 5]
     #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) stop_timeout: Duration,
 
@@ -124,7 +124,7 @@ pub(crate) struct RunArgs {
     )]
     pub(crate) max_restarts: u32,
 
-    /// Window of the restart limit, seconds [default: 5]
+    /// Window of the restart limit, seconds, 0.000001 to 1e9 [default: 5]
     #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) restart_window: Duration,
 
@@ -287,8 +287,8 @@ pub(crate) struct BenchStreamArgs {
     /// Vectors per throughput measurement
     #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub(crate) count: u64,
-    /// Seconds of the 1000 Hz CPU measurement
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds_f64)]
+    /// Seconds of the 1000 Hz CPU measurement, 0.01 to 3600
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_idle_seconds)]
     pub(crate) idle_seconds: f64,
     /// Runs per throughput figure; the best is reported (noise from other load)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -296,6 +296,16 @@ pub(crate) struct BenchStreamArgs {
     /// One JSON object per measurement, one per line
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `bench stream --idle-seconds`: long enough for one tick, short enough to
+/// finish.
+fn parse_idle_seconds(s: &str) -> Result<f64, String> {
+    let v = crate::units::parse_seconds_f64(s)?;
+    if !(0.01..=3600.0).contains(&v) {
+        return Err(format!("{s} seconds is out of range; give 0.01 to 3600"));
+    }
+    Ok(v)
 }
 
 /// Options of `forkring bench transport`.

@@ -141,3 +141,176 @@ fn supervisor_killed_after_increasing_delays_recovers() {
         assert!(segments_of(&sc.name).is_empty(), "{delay_us} µs");
     }
 }
+
+/// Runs `forkring args` with a limit: a hang is a failure, not a stuck test.
+fn bounded(args: &[&str], limit: Duration) -> (std::process::ExitStatus, String) {
+    spawn(args).wait(limit)
+}
+
+/// Values no duration or rate option may take: zero, subnormals, absurd
+/// magnitudes, infinities, NaN and negatives.
+const EXTREMES: [&str; 16] = [
+    "0", "-0", "5e-324", "1e-310", "1e-300", "1e-12", "1e-7", "1e19", "1e20", "1e300", "inf",
+    "-inf", "NaN", "-1", "-1e-300", "1.5e9",
+];
+
+/// Every float option of every command, with what it needs around it:
+/// (leading arguments, the option, trailing arguments).
+fn float_options<'a>(
+    name: &'a str,
+    out: &'a str,
+) -> Vec<(Vec<&'a str>, &'static str, Vec<&'a str>)> {
+    let run = |jobs: &'a str, extra: &[&'a str]| {
+        let mut v = vec![
+            "run", "--name", name, "--quiet", "--out", out, "--jobs", jobs,
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    vec![
+        (run("stream", &[]), "--duration", vec![]),
+        (run("stream", &[]), "--stop-timeout", vec![]),
+        (run("stream", &[]), "--restart-window", vec![]),
+        (run("stream", &[]), "--connect-timeout", vec![]),
+        (run("stream", &[]), "--rate", vec![]),
+        (run("stream", &["--noise"]), "--noise-low", vec![]),
+        (run("stream", &["--noise"]), "--noise-high", vec![]),
+        (run("stream", &[]), "--rate-interval", vec![]),
+        (run("tasks", &[]), "--task-timeout", vec![]),
+        (
+            run("tasks", &["--from", "nats://127.0.0.1:1"]),
+            "--ack-wait",
+            vec![],
+        ),
+        (vec!["status"], "--watch", vec![]),
+        (vec!["bench", "stream"], "--idle-seconds", vec![]),
+        (
+            vec!["submit", "--to", "nats://127.0.0.1:1"],
+            "--connect-timeout",
+            vec!["/dev/null"],
+        ),
+    ]
+}
+
+/// Property: every float option, fed every extreme value, ends with a usage
+/// error (exit 2) naming the option's range, at once, creating nothing;
+/// never a panic (exit 101), a signal or a hang.
+#[test]
+fn extreme_floats_are_refused_at_parse_time() {
+    let sc = Scene::new("floats");
+    let out = sc.dir.path().join("never-made");
+    let out = out.to_str().unwrap();
+    let mut cases = 0;
+    for (head, opt, tail) in float_options(&sc.name, out) {
+        for v in EXTREMES {
+            let arg = format!("{opt}={v}");
+            let mut args = head.clone();
+            args.push(&arg);
+            args.extend_from_slice(&tail);
+            let (st, log) = bounded(&args, Duration::from_secs(20));
+            assert_eq!(st.code(), Some(2), "{args:?}: {log}");
+            assert!(!log.contains("panicked"), "{args:?}: {log}");
+            assert!(
+                log.contains("out of range") || log.contains("not a") || log.contains("finite"),
+                "{args:?} does not say why: {log}"
+            );
+            assert!(
+                segments_of(&sc.name).is_empty(),
+                "{args:?} created segments"
+            );
+            assert!(
+                !std::path::Path::new(out).exists(),
+                "{args:?} created --out"
+            );
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 13 * EXTREMES.len());
+}
+
+/// The ranges are in --help.
+#[test]
+fn float_ranges_are_in_the_help() {
+    let o = forkring(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (opt, range) in [
+        ("--duration", "0.000001 to 1e9"),
+        ("--stop-timeout", "0.000001 to 1e9"),
+        ("--restart-window", "0.000001 to 1e9"),
+        ("--connect-timeout", "0.001 to 3600"),
+        ("--rate", "0.001 to 1e9"),
+        ("--noise-low", "0.000001 to 1e9"),
+        ("--noise-high", "0.000001 to 1e9"),
+        ("--rate-interval", "0.000001 to 1e9"),
+        ("--task-timeout", "0.000001 to 1e9"),
+        ("--ack-wait", "1 to 86400"),
+    ] {
+        let at = help
+            .find(&format!("{opt} <"))
+            .unwrap_or_else(|| panic!("{opt} not in the help"));
+        // Up to the next option that takes a value (`--name <VALUE>`).
+        let own = at + opt.len() + 2;
+        let next = help[own..]
+            .find(" <")
+            .and_then(|i| help[..own + i].rfind(" --"))
+            .unwrap_or(help.len());
+        assert!(
+            help[at..next].contains(range),
+            "{opt}: {range} not in {:?}",
+            &help[at..next]
+        );
+    }
+    let o = forkring(&["bench", "stream", "--help"]);
+    assert!(text(&o).contains("0.01 to 3600"), "{}", text(&o));
+    let o = forkring(&["status", "--help"]);
+    assert!(text(&o).contains("0.1 to 86400"), "{}", text(&o));
+}
+
+/// The valid extremes of each duration and rate option give a run that
+/// ends by itself (its count or its duration) without a panic.
+#[test]
+fn valid_extreme_floats_run_sanely() {
+    let _g = serial();
+    let cases: [&[&str]; 13] = [
+        &["--duration", "0.000001"],
+        &["--duration", "1e9"],
+        &["--stop-timeout", "0.000001"],
+        &["--stop-timeout", "1e9"],
+        &["--restart-window", "0.000001"],
+        &["--restart-window", "1e9"],
+        &["--rate", "0.001", "--duration", "0.5"],
+        &["--rate", "1e9"],
+        &[
+            "--noise",
+            "--noise-low",
+            "0.000001",
+            "--noise-high",
+            "0.000001",
+        ],
+        &["--noise", "--noise-low", "1e9", "--noise-high", "1e9"],
+        &["--rate-interval", "0.000001"],
+        &["--rate-interval", "1e9"],
+        &[
+            "--rate",
+            "max",
+            "--rate-interval",
+            "1e9",
+            "--stop-timeout",
+            "1e9",
+        ],
+    ];
+    for extra in cases {
+        let sc = Scene::new("floats-ok");
+        let mut args = vec!["--jobs", "stream", "--count", "2000", "--seed", "1"];
+        if !extra.contains(&"--rate") {
+            args.extend_from_slice(&["--rate", "max"]);
+        }
+        args.extend_from_slice(extra);
+        let (st, log) = bounded(&sc.args(&args), Duration::from_secs(60));
+        assert_eq!(st.code(), Some(0), "{extra:?}: {log}");
+        let v = forkring(&["verify", sc.out()]);
+        assert!(v.status.success(), "{extra:?}: {}", text(&v));
+        assert!(segments_of(&sc.name).is_empty(), "{extra:?}");
+    }
+}
