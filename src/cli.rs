@@ -653,7 +653,10 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
     };
     const SPACE: &str =
         "; free space (`forkring clean`), enlarge the tmpfs, or with docker use --shm-size";
+    // Before the damage hints: `clean` would refuse such a file.
+    const FOREIGN: &str = "; forkring did not make that file for this user and will not remove it: its owner may, or use another --name";
     let (code, hint) = match &e {
+        e if is_foreign(e) => (EXIT_FAILURE, FOREIGN.into()),
         Error::Run(RunError::Usage(_))
         | Error::Job(JobError::Usage(_))
         | Error::Run(RunError::Job(JobError::Usage(_)))
@@ -690,6 +693,7 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
         Error::Run(RunError::NoSuchRun(_)) => {
             (EXIT_FAILURE, "; `forkring status` lists the runs".into())
         }
+        Error::Run(RunError::Unreadable { foreign: true, .. }) => (EXIT_FAILURE, FOREIGN.into()),
         Error::Run(RunError::Unreadable { run, .. }) => (EXIT_FAILURE, clean(run)),
         Error::Run(RunError::WouldOverwrite { .. }) => (
             EXIT_FAILURE,
@@ -728,6 +732,25 @@ fn is_no_space(e: &Error) -> bool {
         segments_error(e),
         Some(SegmentsError::Create(CreateError::NoSpace { .. }))
     )
+}
+
+/// Whether the error says a segment's name is taken by a file that is not
+/// one of our segments (another user's, a FIFO, a link).
+fn is_foreign(e: &Error) -> bool {
+    fn run(r: &RunError) -> bool {
+        match r {
+            RunError::Control(c) | RunError::Job(JobError::Control(c)) => c.is_foreign(),
+            RunError::Job(JobError::Segments(s)) => s.is_foreign(),
+            RunError::CannotResume { source, .. } => run(source),
+            _ => false,
+        }
+    }
+    match e {
+        Error::Run(r) => run(r),
+        Error::Job(JobError::Control(c)) => c.is_foreign(),
+        Error::Job(JobError::Segments(s)) => s.is_foreign(),
+        _ => false,
+    }
 }
 
 /// Whether the error says a run's segments exist but cannot be used.

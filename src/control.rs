@@ -332,12 +332,18 @@ pub enum ControlError {
 }
 
 impl ControlError {
+    /// Whether the control file's name is taken by something that is not
+    /// one of our segments (see `OpenError::is_foreign`).
+    pub(crate) fn is_foreign(&self) -> bool {
+        matches!(self, ControlError::Open(e) if e.is_foreign())
+    }
+
     /// Whether the segment exists but cannot be used as it is (corrupt,
     /// uninitialised, or from another version).
     pub(crate) fn is_damage(&self) -> bool {
         match self {
             ControlError::Open(e) => {
-                !matches!(e, OpenError::NotFound { .. } | OpenError::Os { .. })
+                !matches!(e, OpenError::NotFound { .. } | OpenError::Os { .. }) && !e.is_foreign()
             }
             ControlError::Field { .. } => true,
             _ => false,

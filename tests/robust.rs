@@ -314,3 +314,166 @@ fn valid_extreme_floats_run_sanely() {
         assert!(segments_of(&sc.name).is_empty(), "{extra:?}");
     }
 }
+
+/// Makes `path` a FIFO owned by uid 65534 (nobody), as another user would.
+/// `None` (with the reason) where that is impossible here.
+fn nobodys_fifo(path: &str) -> Option<()> {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: making another user's file needs root");
+        return None;
+    }
+    match std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "mkfifo",
+            "-m600",
+            path,
+        ])
+        .status()
+    {
+        Ok(s) if s.success() => Some(()),
+        other => {
+            eprintln!("skipping: setpriv mkfifo failed: {other:?}");
+            None
+        }
+    }
+}
+
+/// The reproduction: another user's FIFO named like a control
+/// segment. `status`, `status NAME`, `clean --dry-run`, `clean` and `run`
+/// end at once, name the FIFO, and nothing removes it.
+#[test]
+fn another_users_fifo_named_like_a_segment() {
+    let sc = Scene::new("fifo");
+    let path = format!("/dev/shm/forkring.{}.control", sc.name);
+    if nobodys_fifo(&path).is_none() {
+        return;
+    }
+    let limit = Duration::from_secs(10);
+    let (st, log) = bounded(&["status"], limit);
+    assert_eq!(st.code(), Some(0), "{log}");
+    assert!(
+        log.contains(&format!("run {}: unreadable", sc.name)) && log.contains("is a FIFO"),
+        "{log}"
+    );
+    let (st, log) = bounded(&["status", "--json"], limit);
+    assert_eq!(st.code(), Some(0), "{log}");
+    let (st, log) = bounded(&["status", &sc.name], limit);
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(log.contains("is a FIFO, not a segment"), "{log}");
+    assert!(
+        !log.contains("forkring clean"),
+        "points at clean, which refuses: {log}"
+    );
+    let (st, log) = bounded(&["clean", "--dry-run"], limit);
+    assert_eq!(st.code(), Some(0), "{log}");
+    assert!(log.contains("would keep") && log.contains("FIFO"), "{log}");
+    // (Not a bare `clean`: it would remove other tests' dead runs.)
+    let (st, log) = bounded(&["clean", &sc.name], limit);
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(log.contains("is a FIFO, not a segment"), "{log}");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "clean NAME removed it"
+    );
+    let (st, log) = bounded(&sc.args(&["--jobs", "image", "--size", "8"]), limit);
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(log.contains("is a FIFO"), "{log}");
+    assert!(!log.contains("forkring clean"), "{log}");
+    assert!(std::path::Path::new(&path).exists(), "run removed it");
+}
+
+/// A dead run of the library's making, handed to uid 65534 (as if that
+/// user had run it).
+fn nobodys_dead_run(sc: &Scene) -> Vec<String> {
+    use forkring::image::ImageSettings;
+    use forkring::image::layout::ImageSegments;
+    use forkring::settings::RunSettings;
+    use forkring::shm::RunName;
+    use forkring::supervisor::opened::OpenRun;
+    let run = RunName::new(&sc.name).unwrap();
+    let img = ImageSettings {
+        width: 8,
+        height: 8,
+        seed: 1,
+    };
+    let settings = RunSettings {
+        out: sc.dir.path().to_path_buf(),
+        jobs: vec![Box::new(img.clone())],
+    };
+    let open = OpenRun::create(&run, &settings).unwrap();
+    drop(ImageSegments::create(&run, &img).unwrap());
+    drop(open);
+    let files = segments_of(&sc.name);
+    for f in &files {
+        std::os::unix::fs::chown(format!("/dev/shm/{f}"), Some(65534), Some(65534)).unwrap();
+    }
+    files
+}
+
+/// Root removes another user's run only when it is provably a dead
+/// forkring run: every file a complete segment, no lock held.
+#[test]
+fn root_cleans_another_users_run_only_when_provably_dead() {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: cleaning another user's run needs root");
+        return;
+    }
+    // A dead, valid run: removed.
+    let sc = Scene::new("foreign-ok");
+    let files = nobodys_dead_run(&sc);
+    assert_eq!(files.len(), 6);
+    let o = forkring(&["clean", &sc.name]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(segments_of(&sc.name).is_empty(), "{}", text(&o));
+
+    // One segment is not a valid forkring segment: reported, nothing removed.
+    let sc = Scene::new("foreign-bad");
+    let files = nobodys_dead_run(&sc);
+    let pixels = files.iter().find(|f| f.ends_with(".pixels")).unwrap();
+    patch_in_place(&format!("/dev/shm/{pixels}"), 0, b"GARBAGE!");
+    let o = forkring(&["clean", &sc.name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(pixels) && text(&o).contains("no forkring header"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(segments_of(&sc.name), files);
+    let o = forkring(&["clean", "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("would keep (/dev/shm/{pixels}")),
+        "{}",
+        text(&o)
+    );
+
+    // A live run (its supervisor lock held): reported, nothing removed.
+    let sc = Scene::new("foreign-live");
+    let files = nobodys_dead_run(&sc);
+    let control = files.iter().find(|f| f.ends_with(".control")).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm/{control}"))
+        .unwrap();
+    let fl = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 1,
+        l_pid: 0,
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: a live descriptor and a valid flock that outlives the call.
+    let rc = unsafe { libc::fcntl(held.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    assert_eq!(rc, 0);
+    let o = forkring(&["clean", &sc.name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(segments_of(&sc.name), files);
+    drop(held);
+}

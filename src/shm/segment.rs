@@ -130,6 +130,15 @@ pub enum OpenError {
         /// Segment name.
         name: String,
     },
+    /// The name is not a regular file (a FIFO, a device, a directory, a
+    /// symbolic link): not a segment, whoever made it.
+    #[error("/dev/shm/{name} is a {kind}, not a segment; refusing to use it")]
+    NotRegular {
+        /// Segment name.
+        name: String,
+        /// What it is.
+        kind: &'static str,
+    },
     /// The segment belongs to another user.
     #[error(
         "segment {name} is owned by uid {found}, not by us (uid {expected}); refusing to use it"
@@ -236,6 +245,18 @@ pub enum OpenError {
         /// Its error.
         errno: Errno,
     },
+}
+
+impl OpenError {
+    /// Whether the name is taken by something that is not one of our
+    /// segments (another user's file, a FIFO, a link): not damage that
+    /// `forkring clean` may discard.
+    pub(crate) fn is_foreign(&self) -> bool {
+        matches!(
+            self,
+            OpenError::NotRegular { .. } | OpenError::WrongOwner { .. }
+        )
+    }
 }
 
 /// A view did not fit the segment.
@@ -423,14 +444,132 @@ pub fn unlink(name: &str) -> Result<(), Errno> {
     }
 }
 
-/// Opens the segment file `name` (as listed in /dev/shm) without any
-/// validation, read-write, for lock probes on segments that may be corrupt.
+/// Flags of every open of an existing segment file: a FIFO named like a
+/// segment must not block the open, and a symbolic link is not followed.
+const OPEN_FLAGS: OFlag = OFlag::O_CLOEXEC
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOFOLLOW);
+
+/// What a file type other than a regular file is called in messages.
+fn non_regular_kind(mode: libc::mode_t) -> Option<&'static str> {
+    Some(match mode & libc::S_IFMT {
+        libc::S_IFREG => return None,
+        libc::S_IFIFO => "FIFO",
+        libc::S_IFDIR => "directory",
+        libc::S_IFLNK => "symbolic link",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        _ => "file of unknown type",
+    })
+}
+
+/// Opens the segment file `name` (as listed in /dev/shm) read-write, for
+/// lock probes on segments that may be corrupt. Only a regular file is
+/// opened for good (anything else is `EINVAL`); nothing else is checked.
 pub(crate) fn open_raw(name: &str) -> Result<OwnedFd, Errno> {
-    shm_open(
+    let fd = shm_open(
         shm_path(name).as_str(),
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        OFlag::O_RDWR | OPEN_FLAGS,
+        Mode::empty(),
+    )?;
+    if non_regular_kind(fstat(fd.as_fd())?.st_mode).is_some() {
+        return Err(Errno::EINVAL);
+    }
+    Ok(fd)
+}
+
+/// What keeps a file in /dev/shm from being plainly one of our segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Foreign {
+    /// Not a regular file: a FIFO, a directory, a link...
+    NotRegular(&'static str),
+    /// A regular file of another user.
+    OtherUser(u32),
+}
+
+impl std::fmt::Display for Foreign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Foreign::NotRegular(kind) => write!(f, "is a {kind}, not a segment"),
+            Foreign::OtherUser(uid) => write!(
+                f,
+                "is owned by uid {uid}, not by us (uid {})",
+                nix::unistd::geteuid().as_raw()
+            ),
+        }
+    }
+}
+
+/// Whether the file `name` in /dev/shm is something other than a regular
+/// file we own. Does not follow symbolic links and opens nothing.
+pub(crate) fn foreign(name: &str) -> Result<Option<Foreign>, Errno> {
+    let st = nix::sys::stat::lstat(std::path::Path::new(SHM_DIR).join(name).as_path())?;
+    if let Some(kind) = non_regular_kind(st.st_mode) {
+        return Ok(Some(Foreign::NotRegular(kind)));
+    }
+    if st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Ok(Some(Foreign::OtherUser(st.st_uid)));
+    }
+    Ok(None)
+}
+
+/// Checks that the file `name` in /dev/shm is a complete forkring segment
+/// of part `part`, whoever owns it: a regular file of mode 0600, published,
+/// with our magic, header size and part name, and a total size equal to its
+/// file size. Reads the header with `pread`; maps nothing. `Err` says what
+/// is wrong.
+pub(crate) fn check_foreign_segment(name: &str, part: &str) -> Result<(), String> {
+    let fd = shm_open(
+        shm_path(name).as_str(),
+        OFlag::O_RDONLY | OPEN_FLAGS,
         Mode::empty(),
     )
+    .map_err(|e| format!("cannot be opened ({e})"))?;
+    let st = fstat(fd.as_fd()).map_err(|e| format!("cannot be examined ({e})"))?;
+    if let Some(kind) = non_regular_kind(st.st_mode) {
+        return Err(format!("is a {kind}, not a segment"));
+    }
+    if st.st_mode & 0o7777 != 0o600 {
+        return Err(format!("has mode {:04o}, not 0600", st.st_mode & 0o7777));
+    }
+    let mut h = [0u8; 64];
+    let mut got = 0;
+    while got < h.len() {
+        match nix::sys::uio::pread(fd.as_fd(), &mut h[got..], got as libc::off_t) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("cannot be read ({e})")),
+        }
+    }
+    if got < h.len() {
+        return Err(format!("is {got} bytes, smaller than a segment header"));
+    }
+    let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
+    let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
+    if u64_at(0) != MAGIC {
+        return Err("has no forkring header (or an unpublished one)".into());
+    }
+    if u32_at(12) as usize != HEADER_SIZE {
+        return Err(format!("has header_size {}", u32_at(12)));
+    }
+    if u64_at(16) != st.st_size.max(0) as u64 {
+        return Err(format!(
+            "has header field total_size {}, but the file is {} bytes",
+            u64_at(16),
+            st.st_size
+        ));
+    }
+    let kind = &h[48..64];
+    let end = kind.iter().position(|&b| b == 0).unwrap_or(kind.len());
+    if &kind[..end] != part.as_bytes() {
+        return Err(format!(
+            "has header field kind {:?}, but its name says {part:?}",
+            String::from_utf8_lossy(&kind[..end])
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the segment file `name` exists.
@@ -565,13 +704,23 @@ impl Segment {
         let flags = match access {
             Access::ReadWrite => OFlag::O_RDWR,
             Access::ReadOnly => OFlag::O_RDONLY,
-        } | OFlag::O_CLOEXEC;
+        } | OPEN_FLAGS;
         let fd = match shm_open(shm_path(&name).as_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Err(OpenError::NotFound { name }),
+            Err(Errno::ELOOP) => {
+                return Err(OpenError::NotRegular {
+                    name,
+                    kind: "symbolic link",
+                });
+            }
             Err(e) => return Err(os("shm_open", e)),
         };
+        // Nothing is read before the file is known to be a regular file.
         let st = fstat(fd.as_fd()).map_err(|e| os("fstat", e))?;
+        if let Some(kind) = non_regular_kind(st.st_mode) {
+            return Err(OpenError::NotRegular { name, kind });
+        }
         let euid = nix::unistd::geteuid().as_raw();
         if st.st_uid != euid {
             return Err(OpenError::WrongOwner {
