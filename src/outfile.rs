@@ -235,6 +235,55 @@ pub(crate) fn publish_working(working: &Path, dest: &Path) -> Result<Written, Ou
     })
 }
 
+/// Removes the temporary files that an earlier writer of `dir` left when it
+/// died mid-write: `.F.tmp-PID` for each result file name `F` of `names`,
+/// whose writer PID is provably gone (no such process, or the process now
+/// under that pid started after the file was last written). The caller owns
+/// the output of the run (its supervisor lock). Returns the removed paths.
+pub(crate) fn remove_stale_temps(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let Some(pid) = names.iter().find_map(|n| {
+            file.strip_prefix(&format!(".{n}.tmp-"))
+                .and_then(|p| p.parse::<u32>().ok())
+        }) else {
+            continue;
+        };
+        let Ok(meta) = e.metadata() else { continue };
+        if pid == me || !meta.is_file() || writer_alive(pid, &meta) {
+            continue;
+        }
+        if std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
+/// Whether process `pid` may have written a file last modified as `meta`
+/// says: it exists and started no later than that.
+fn writer_alive(pid: u32, meta: &std::fs::Metadata) -> bool {
+    let Some(ticks) = crate::procinfo::start_ticks(pid) else {
+        return false;
+    };
+    match (crate::procinfo::start_unix_secs(ticks), meta.modified()) {
+        (Some(started), Ok(modified)) => {
+            let modified = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            // Start times have clock-tick resolution: allow a second.
+            started <= modified + 1.0
+        }
+        _ => true,
+    }
+}
+
 /// Fsyncs a directory so that renames in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), OutputError> {
     // The parent of a bare file name (`x.png`) is "": the current directory.

@@ -477,3 +477,91 @@ fn root_cleans_another_users_run_only_when_provably_dead() {
     assert_eq!(segments_of(&sc.name), files);
     drop(held);
 }
+
+/// A pid that is certainly no process now.
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    assert!(!alive(pid));
+    pid
+}
+
+/// The next handoff of a run removes the temporary files a killed handoff
+/// of it left (its result names, a dead writer), and nothing else.
+#[test]
+fn stale_temporary_files_are_removed_by_the_next_handoff() {
+    let _g = serial();
+    let sc = Scene::new("stale");
+    let d = sc.dir.path();
+    let dead = dead_pid();
+    let me = std::process::id();
+    let stale = [
+        format!(".image.png.tmp-{dead}"),
+        format!(".history.bin.tmp-{dead}"),
+        format!(".summary.json.tmp-{dead}"),
+    ];
+    // A live writer's file (this test's pid, started before the file was
+    // written) and another name are not the handoff's to remove.
+    let kept = [format!(".image.png.tmp-{me}"), format!(".notes.tmp-{dead}")];
+    for f in stale.iter().chain(&kept) {
+        std::fs::write(d.join(f), b"partial").unwrap();
+    }
+    let o = sc.run(&["--jobs", "image", "--size", "32", "--seed", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in &stale {
+        assert!(!d.join(f).exists(), "{f} remains");
+    }
+    for f in &kept {
+        assert!(d.join(f).exists(), "{f} was removed");
+    }
+    assert_eq!(sc.summary()["stopped_by"], serde_json::Value::Null);
+}
+
+/// The reproduction: SIGKILL the supervisor while a result file is
+/// a temporary file; the next `run` leaves none behind and its complete
+/// run's summary.json is not "stopped by handoff".
+#[test]
+fn supervisor_killed_mid_handoff_leaves_no_temporary_file() {
+    let _g = serial();
+    let args = ["--jobs", "image", "--size", "1024", "--seed", "11"];
+    for attempt in 0..10 {
+        let sc = Scene::new("midhandoff");
+        let mut bg = sc.spawn(&args);
+        let d = sc.dir.path().to_path_buf();
+        let has_tmp = || {
+            std::fs::read_dir(&d)
+                .map(|r| {
+                    r.flatten()
+                        .any(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+                })
+                .unwrap_or(false)
+        };
+        let start = std::time::Instant::now();
+        while !has_tmp() && !bg.exited() && start.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        signal(bg.pid(), libc::SIGKILL);
+        let _ = bg.child.wait();
+        if !has_tmp() {
+            eprintln!("attempt {attempt}: the handoff was not caught mid-write; again");
+            continue;
+        }
+        let o = sc.run(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        let left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "left: {left:?}");
+        let sm = sc.summary();
+        assert_eq!(sm["complete"], true, "{sm}");
+        assert_eq!(sm["stopped_by"], serde_json::Value::Null, "{sm}");
+        let v = forkring(&["verify", sc.out()]);
+        assert!(v.status.success(), "{}", text(&v));
+        return;
+    }
+    panic!("in 10 attempts the supervisor was never killed mid-handoff");
+}
