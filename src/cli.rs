@@ -390,6 +390,16 @@ pub(crate) fn command(registry: Registry) -> clap::Command {
 /// code. `main.rs` calls this with the registry; a test harness may call it
 /// with its own.
 pub fn main(registry: Registry) -> ! {
+    // `forkring run` blocks its stop signals before anything else, parsing
+    // included: a SIGTERM from the moment the process reaches main is a stop
+    // request (documented behaviour), never death by the signal. (Only the
+    // instant between exec and main remains, which no program can close.)
+    if std::env::args_os().nth(1).is_some_and(|a| a == "run")
+        && let Err(errno) = crate::supervisor::signals::block()
+    {
+        eprintln!("error: cannot block the stop signals: {errno}");
+        std::process::exit(EXIT_FAILURE);
+    }
     let m = command(registry).get_matches();
     match dispatch(&m, registry) {
         Ok(()) => std::process::exit(0),

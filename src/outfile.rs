@@ -35,6 +35,19 @@ fn out_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Ou
 /// Creates `dir` if needed, checks that we can create files in it, and
 /// returns it as an absolute path. Run before any work starts.
 pub(crate) fn prepare_dir(dir: &Path) -> Result<PathBuf, OutputError> {
+    // create_dir_all's "File exists" would not say that a file is in the way.
+    if let Ok(meta) = std::fs::metadata(dir)
+        && !meta.is_dir()
+    {
+        return Err(OutputError {
+            op: "use",
+            path: dir.display().to_string(),
+            err: io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "it is a file, not a directory",
+            ),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(out_err("create directory", dir))?;
     let abs = std::fs::canonicalize(dir).map_err(out_err("resolve", dir))?;
     let probe = abs.join(format!(".forkring-probe-{}", std::process::id()));

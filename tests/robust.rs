@@ -565,3 +565,118 @@ fn supervisor_killed_mid_handoff_leaves_no_temporary_file() {
     }
     panic!("in 10 attempts the supervisor was never killed mid-handoff");
 }
+
+/// `--out` naming a file says so.
+#[test]
+fn out_naming_a_file_says_so() {
+    let sc = Scene::new("outfile");
+    let f = sc.dir.path().join("a-file");
+    std::fs::write(&f, b"x").unwrap();
+    let o = forkring(&[
+        "run",
+        "--name",
+        &sc.name,
+        "--quiet",
+        "--jobs",
+        "image",
+        "--size",
+        "8",
+        "--out",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("it is a file, not a directory"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("File exists"), "{}", text(&o));
+    assert!(segments_of(&sc.name).is_empty());
+}
+
+/// A size too large for a number says it is out of range, not that it is
+/// not a whole number.
+#[test]
+fn a_huge_size_is_out_of_range() {
+    for size in ["4294967296x1", "1x4294967296", "99999999999999999999"] {
+        let o = forkring(&["run", "--name", "never", "--jobs", "image", "--size", size]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("out of range"), "{size}: {}", text(&o));
+        assert!(!text(&o).contains("whole number"), "{size}: {}", text(&o));
+    }
+}
+
+/// A segment whose file size differs from what the run's settings give:
+/// the message has the found value first and the expected one second.
+#[test]
+fn a_size_mismatch_names_found_then_expected() {
+    use forkring::image::ImageSettings;
+    use forkring::image::layout::ImageSegments;
+    use forkring::settings::RunSettings;
+    use forkring::shm::RunName;
+    use forkring::supervisor::opened::OpenRun;
+    let sc = Scene::new("sizes");
+    let run = RunName::new(&sc.name).unwrap();
+    let img = ImageSettings {
+        width: 16,
+        height: 16,
+        seed: 1,
+    };
+    let settings = RunSettings {
+        out: sc.dir.path().to_path_buf(),
+        jobs: vec![Box::new(img.clone())],
+    };
+    let open = OpenRun::create(&run, &settings).unwrap();
+    drop(ImageSegments::create(&run, &img).unwrap());
+    drop(open);
+    // No process maps the run: grow one segment as a foreign hand would.
+    let path = format!("/dev/shm/forkring.{}.history", sc.name);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let want = f.metadata().unwrap().len();
+    let grown = want + (1 << 20);
+    f.set_len(grown).unwrap();
+    drop(f);
+    let o = forkring(&["handoff", "--run", &sc.name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("file size is {grown} bytes, expected {want}")),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Whether process `pid` blocks signal `sig` (from /proc/PID/status).
+fn blocks(pid: u32, sig: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        })
+        .is_some_and(|m| m & (1 << (sig - 1)) != 0)
+}
+
+/// SIGTERM as soon as `forkring run` is running its own code (it blocks the
+/// stop signals first of all): a stop request, results handed off, exit 0.
+#[test]
+fn sigterm_right_after_start_is_a_stop_request() {
+    let _g = serial();
+    for i in 0..10 {
+        let sc = Scene::new("early-term");
+        let mut bg = sc.spawn(&[
+            "--jobs", "stream", "--rate", "1000", "--count", "100000", "--seed", "1",
+        ]);
+        let start = std::time::Instant::now();
+        while !blocks(bg.pid(), libc::SIGTERM) {
+            assert!(!bg.exited(), "{}", bg.log());
+            assert!(start.elapsed() < Duration::from_secs(20), "never blocked");
+            std::hint::spin_loop();
+        }
+        signal(bg.pid(), libc::SIGTERM);
+        let (st, log) = bg.wait(Duration::from_secs(60));
+        assert_eq!(st.code(), Some(0), "attempt {i}: {log}");
+        assert_eq!(sc.summary()["stopped_by"], "SIGTERM", "attempt {i}: {log}");
+        assert!(segments_of(&sc.name).is_empty(), "attempt {i}");
+    }
+}

@@ -235,6 +235,19 @@ pub enum OpenError {
         /// Size expected.
         expected: u64,
     },
+    /// The header's total size and the file size differ, and the opener
+    /// does not know which is right.
+    #[error(
+        "segment {name}: header field total_size is {header} bytes, but the file is {file} bytes"
+    )]
+    SizesDisagree {
+        /// Segment name.
+        name: String,
+        /// The header's total_size.
+        header: u64,
+        /// The file's size.
+        file: u64,
+    },
     /// Another system call failed.
     #[error("segment {name}: {op} failed: {errno}")]
     Os {
@@ -811,23 +824,36 @@ impl Segment {
                 expected: spec.fingerprint,
             });
         }
-        if h.total_size != self.len as u64 {
-            return Err(OpenError::SizeMismatch {
-                name: name(),
-                field: "header field total_size",
-                found: h.total_size,
-                expected: self.len as u64,
-            });
-        }
-        if let Some(want) = spec.size
-            && want != self.len
-        {
-            return Err(OpenError::SizeMismatch {
-                name: name(),
-                field: "file size",
-                found: self.len as u64,
-                expected: want as u64,
-            });
+        // The size the opener knows (from the run's settings) is the truth
+        // that the file and the header are checked against; without it,
+        // neither is known right, and the message says they disagree.
+        match spec.size {
+            Some(want) => {
+                if self.len != want {
+                    return Err(OpenError::SizeMismatch {
+                        name: name(),
+                        field: "file size",
+                        found: self.len as u64,
+                        expected: want as u64,
+                    });
+                }
+                if h.total_size != want as u64 {
+                    return Err(OpenError::SizeMismatch {
+                        name: name(),
+                        field: "header field total_size",
+                        found: h.total_size,
+                        expected: want as u64,
+                    });
+                }
+            }
+            None if h.total_size != self.len as u64 => {
+                return Err(OpenError::SizesDisagree {
+                    name: name(),
+                    header: h.total_size,
+                    file: self.len as u64,
+                });
+            }
+            None => {}
         }
         Ok(())
     }

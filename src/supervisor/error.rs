@@ -98,7 +98,7 @@ pub enum RunError {
     /// A role exceeded the restart limit (exit code 3).
     #[error(
         "role {role} {status}, and the run had more than {max} restarts within {window:.1} s; gave up{}",
-        cause.as_ref().map(|c| format!(". Its last words: {c}")).unwrap_or_default()
+        cause.as_ref().map(|c| format!(". The cause, as the role last reported it: {c}")).unwrap_or_default()
     )]
     RestartLimit {
         /// The run.

@@ -19,8 +19,9 @@ use super::notify::Notifier;
 use super::opened::{Hosts, OpenRun};
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use super::progress::Display;
+use super::rolelog::RoleLogs;
 use super::signals::Signals;
-use super::spawn::spawn_role;
+use super::spawn::spawn_role_piped;
 use super::startup;
 
 /// Options of `forkring run` beyond the recorded settings.
@@ -64,7 +65,11 @@ enum Slot {
 #[derive(Debug)]
 enum Outcome {
     Ended(EndCause),
-    GaveUp { role: RoleId, status: ExitStatus },
+    GaveUp {
+        role: RoleId,
+        status: ExitStatus,
+        cause: Option<String>,
+    },
 }
 
 /// Refuses a new run that /dev/shm cannot hold, before creating anything.
@@ -270,7 +275,9 @@ struct Supervisor {
     ready: bool,
     stop: Option<(EndCause, Instant)>,
     killed: bool,
-    gave_up: Option<(RoleId, ExitStatus)>,
+    gave_up: Option<(RoleId, ExitStatus, Option<String>)>,
+    /// The roles' stderr.
+    logs: RoleLogs,
     interrupted: bool,
     /// systemd's notification socket, when started by systemd.
     notifier: Option<Notifier>,
@@ -345,6 +352,7 @@ impl Supervisor {
             stop: None,
             killed: false,
             gave_up: None,
+            logs: RoleLogs::default(),
             interrupted: false,
             notifier: Notifier::from_env(),
         }
@@ -365,8 +373,11 @@ impl Supervisor {
     fn spawn(&mut self, slot: u32) {
         let role = self.role(slot);
         self.open.control.record_spawning(slot);
-        match spawn_role(&role, &self.opts.name) {
-            Ok(pid) => {
+        match spawn_role_piped(&role, &self.opts.name) {
+            Ok((pid, stderr)) => {
+                let display = &self.display;
+                self.logs
+                    .add(slot, stderr, &mut |l: &str| display.passthrough(l));
                 self.open.control.record_spawn(slot, pid);
                 self.slots.insert(slot, Slot::Running { pid });
             }
@@ -422,6 +433,8 @@ impl Supervisor {
                 }
             }
             self.reap();
+            let display = &self.display;
+            self.logs.pump(&mut |l: &str| display.passthrough(l));
             self.restart_due();
             self.coordinate();
             self.check_ready();
@@ -447,8 +460,12 @@ impl Supervisor {
                 .all(|s| matches!(s, Slot::Done | Slot::Dead));
             if all_over {
                 self.display.finish();
-                if let Some((role, status)) = self.gave_up {
-                    return Outcome::GaveUp { role, status };
+                if let Some((role, status, cause)) = self.gave_up.take() {
+                    return Outcome::GaveUp {
+                        role,
+                        status,
+                        cause,
+                    };
                 }
                 let cause = match &self.stop {
                     Some((c, _)) => c.clone(),
@@ -496,6 +513,9 @@ impl Supervisor {
             return;
         };
         let role = self.role(slot);
+        // Its last lines, before anything is decided on its exit.
+        let display = &self.display;
+        self.logs.drain(slot, &mut |l: &str| display.passthrough(l));
         self.open.control.record_exit(slot, status);
         // The process is reaped: it can no longer touch shared memory. Its
         // job may now take back what it held (the task pool requeues its
@@ -532,7 +552,8 @@ impl Supervisor {
             }
             Decision::GiveUp => {
                 self.slots.insert(slot, Slot::Dead);
-                self.gave_up = Some((role, status));
+                let cause = self.logs.last_error(slot).map(str::to_string);
+                self.gave_up = Some((role, status, cause));
                 let p = self.opts.policy;
                 self.display.warn(&format!(
                     "{role} {status}: more than {} within {:.1} s; stopping the run",
@@ -670,7 +691,11 @@ impl Supervisor {
         let seconds = self.seconds();
         self.open.control.set_prior_seconds(seconds);
         match outcome {
-            Outcome::GaveUp { role, status } => {
+            Outcome::GaveUp {
+                role,
+                status,
+                cause,
+            } => {
                 self.open.control.set_phase(RunPhase::Failed);
                 let p = self.opts.policy;
                 Err(RunError::RestartLimit {
@@ -679,7 +704,7 @@ impl Supervisor {
                     status,
                     max: p.max_restarts,
                     window: p.window.as_secs_f64(),
-                    cause: None,
+                    cause,
                 })
             }
             Outcome::Ended(cause) => {
