@@ -661,6 +661,11 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
     let retry = |r: &RunName| {
         format!(". The run's segments are kept; retry with `forkring handoff --run {r} --out DIR`")
     };
+    let lost = |r: &RunName| {
+        format!(
+            ". No retry can bring them back: only `forkring clean {r}` is left, which discards the run"
+        )
+    };
     const SPACE: &str =
         "; free space (`forkring clean`), enlarge the tmpfs, or with docker use --shm-size";
     // Before the damage hints: `clean` would refuse such a file.
@@ -693,6 +698,14 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
         ),
         Error::Run(RunError::Live { .. }) => {
             (EXIT_FAILURE, "; stop it first (SIGTERM), then clean".into())
+        }
+        Error::Run(RunError::Handoff { run, source, .. })
+            if matches!(**source, JobError::Lost(_)) =>
+        {
+            (EXIT_FAILURE, lost(run))
+        }
+        Error::Job(JobError::Lost(_)) | Error::Run(RunError::Job(JobError::Lost(_))) => {
+            (EXIT_FAILURE, run.map(lost).unwrap_or_default())
         }
         Error::Run(RunError::Handoff { run, .. })
         | Error::Run(RunError::Output { run: Some(run), .. }) => (EXIT_FAILURE, retry(run)),

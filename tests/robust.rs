@@ -680,3 +680,123 @@ fn sigterm_right_after_start_is_a_stop_request() {
         assert!(segments_of(&sc.name).is_empty(), "attempt {i}");
     }
 }
+
+/// Committed batches of `sc`'s stream so far (0 while unreadable).
+fn batches(run: &str) -> u64 {
+    let o = forkring(&["status", run, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|v| {
+            v[0]["progress"].as_array().and_then(|p| {
+                p.iter()
+                    .flat_map(|j| j["counters"].as_array().cloned().unwrap_or_default())
+                    .find(|c| c["name"] == "batches")
+                    .and_then(|c| c["value"].as_u64())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until `run` has committed at least `n` batches.
+fn wait_batches(run: &str, n: u64, bg: &mut Bg) {
+    let start = std::time::Instant::now();
+    while batches(run) < n {
+        assert!(!bg.exited(), "{}", bg.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no batches: {}",
+            bg.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The reproduction: the output directory removed while the stream
+/// runs. Every committed record survives: the run ends complete, with all
+/// its batches, in the directory it was given.
+#[test]
+fn stream_output_directory_removed_mid_run() {
+    let _g = serial();
+    let sc = Scene::new("rmout");
+    let out = sc.dir.path().join("out-g");
+    let out_s = out.to_str().unwrap();
+    let args = [
+        "run", "--name", &sc.name, "--quiet", "--out", out_s, "--jobs", "stream", "--rate",
+        "20000", "--count", "40000", "--seed", "11",
+    ];
+    let mut bg = spawn(&args);
+    wait_batches(&sc.name, 20, &mut bg);
+    std::fs::remove_dir_all(&out).unwrap();
+    let (st, log) = bg.wait(Duration::from_secs(120));
+    assert_eq!(st.code(), Some(0), "{log}");
+    let sm = summary(&out);
+    assert_eq!(sm["stream"]["received"], 40000, "{sm}");
+    let lines = std::fs::read_to_string(out.join("stream.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 400, "committed batches were lost");
+    let v = forkring(&["verify", out_s]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(!out.join(".stream.partial").exists());
+    assert!(segments_of(&sc.name).is_empty());
+}
+
+/// The output directory removed, then the consumer killed: the restarted
+/// consumer finds its records put back and carries on.
+#[test]
+fn stream_output_directory_removed_then_consumer_killed() {
+    let _g = serial();
+    let sc = Scene::new("rmout-kill");
+    let out = sc.dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    let args = [
+        "run", "--name", &sc.name, "--quiet", "--out", out_s, "--jobs", "stream", "--rate",
+        "20000", "--count", "40000", "--seed", "11",
+    ];
+    let mut bg = spawn(&args);
+    wait_batches(&sc.name, 20, &mut bg);
+    std::fs::remove_dir_all(&out).unwrap();
+    signal(role_pid(&sc.name, "consumer"), libc::SIGKILL);
+    let (st, log) = bg.wait(Duration::from_secs(120));
+    assert_eq!(st.code(), Some(0), "{log}");
+    let sm = summary(&out);
+    assert_eq!(sm["stream"]["received"], 40000, "{sm}");
+    assert_eq!(sm["restarts"]["consumer"], 1, "{sm}");
+    let v = forkring(&["verify", out_s]);
+    assert!(v.status.success(), "{}", text(&v));
+}
+
+/// Records lost for good (the working file removed while no supervisor
+/// held it): the consumer cannot resume, and the run's final message says
+/// why (the role's own words) and that only `clean` is left.
+#[test]
+fn the_final_message_names_the_roles_cause() {
+    let _g = serial();
+    let sc = Scene::new("cause");
+    let args = [
+        "--jobs",
+        "stream",
+        "--rate",
+        "20000",
+        "--count",
+        "400000",
+        "--seed",
+        "11",
+        "--max-restarts",
+        "1",
+    ];
+    let mut bg = sc.spawn(&args);
+    wait_batches(&sc.name, 20, &mut bg);
+    signal(bg.pid(), libc::SIGKILL);
+    let _ = bg.child.wait();
+    std::fs::remove_file(sc.dir.path().join(".stream.partial")).unwrap();
+    let (st, log) = bounded(&sc.args(&args), Duration::from_secs(120));
+    assert_eq!(st.code(), Some(3), "{log}");
+    let last = log.lines().last().unwrap_or("");
+    assert!(
+        last.contains("gave up") && last.contains(".stream.partial is missing"),
+        "the final line does not name the cause: {log}"
+    );
+    assert!(!segments_of(&sc.name).is_empty(), "the segments are kept");
+}

@@ -76,6 +76,16 @@ pub(crate) fn write_results(
     let control = &open.control;
     let run = control.run();
     control.set_phase(RunPhase::HandingOff);
+    // The output directory may have been removed while the run worked: the
+    // results go where they were asked for all the same.
+    std::fs::create_dir_all(out).map_err(|err| RunError::Output {
+        run: Some(run.clone()),
+        source: crate::outfile::OutputError {
+            op: "create directory",
+            path: out.display().to_string(),
+            err,
+        },
+    })?;
     // A supervisor of this run killed while writing left its temporary
     // files; nobody else writes these names for this run (we hold its lock).
     let names: Vec<&str> = jobs
