@@ -800,3 +800,46 @@ fn the_final_message_names_the_roles_cause() {
     );
     assert!(!segments_of(&sc.name).is_empty(), "the segments are kept");
 }
+
+/// `forkring run` blocks its stop signals before it parses its arguments:
+/// caught writing its help into a full pipe (during parsing), it blocks
+/// SIGTERM, and a SIGTERM then does not kill it.
+#[test]
+fn stop_signals_are_blocked_before_parsing() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned here alone.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ on a live pipe descriptor; no memory is passed.
+    let size = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert_eq!(size, 4096);
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "--help"])
+        .stdout(std::process::Stdio::from(w))
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Waiting to write into the full pipe.
+    let full = || {
+        std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+            .is_ok_and(|w| w.contains("pipe_write"))
+    };
+    let start = std::time::Instant::now();
+    while !(full() && blocks(pid, libc::SIGTERM)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not seen blocking SIGTERM with its help half written"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the help fit the pipe");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    signal(pid, libc::SIGTERM);
+    let mut help = String::new();
+    std::fs::File::from(r).read_to_string(&mut help).unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "killed by the SIGTERM: {st:?}");
+    assert!(help.contains("--duration"), "{help}");
+}
