@@ -585,6 +585,15 @@ pub(crate) fn check_foreign_segment(name: &str, part: &str) -> Result<(), String
     Ok(())
 }
 
+/// Whether the segment file `name` is the file open as `fd`.
+fn still_named(name: &str, fd: BorrowedFd<'_>) -> bool {
+    let named = nix::sys::stat::stat(std::path::Path::new(SHM_DIR).join(name).as_path());
+    match (named, fstat(fd)) {
+        (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+        _ => false,
+    }
+}
+
 /// Whether the segment file `name` exists.
 pub(crate) fn exists(name: &str) -> bool {
     std::path::Path::new(SHM_DIR).join(name).exists()
@@ -638,8 +647,10 @@ impl Segment {
         // and a resuming `run` rely on it). Someone who found this name
         // abandoned and holds its lock is removing it: leave it to them.
         match super::lock::try_lock(fd.as_fd(), 0) {
-            Ok(true) => {}
-            Ok(false) => return Err(CreateError::AlreadyExists { name }),
+            // Locked, and still ours by name: someone who took this file for
+            // abandoned and removed it before we locked it has let it go.
+            Ok(true) if still_named(&name, fd.as_fd()) => {}
+            Ok(_) => return Err(CreateError::AlreadyExists { name }),
             Err(e) => {
                 let _ = unlink(&name);
                 return Err(os(
