@@ -103,13 +103,13 @@ pub(crate) struct RunArgs {
     pub(crate) seed: Option<u64>,
 
     /// Finish the run after this many seconds of work, counted over every
-    /// supervisor of the run (a resume gets what remains); results are
-    /// handed off [default: no limit]
+    /// supervisor of the run (a resume gets what remains), 0.000001 to 1e9;
+    /// results are handed off [default: no limit]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) duration: Option<Duration>,
 
-    /// Seconds roles get to finish after a stop request before SIGKILL
-    /// [default: 5]
+    /// Seconds roles get to finish after a stop request before SIGKILL,
+    /// 0.000001 to 1e9 [default: 5]
     #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) stop_timeout: Duration,
 
@@ -124,7 +124,7 @@ pub(crate) struct RunArgs {
     )]
     pub(crate) max_restarts: u32,
 
-    /// Window of the restart limit, seconds [default: 5]
+    /// Window of the restart limit, seconds, 0.000001 to 1e9 [default: 5]
     #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) restart_window: Duration,
 
@@ -308,8 +308,8 @@ pub(crate) struct BenchStreamArgs {
     /// Vectors per throughput measurement
     #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub(crate) count: u64,
-    /// Seconds of the 1000 Hz CPU measurement
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = crate::units::parse_seconds_f64)]
+    /// Seconds of the 1000 Hz CPU measurement, 0.01 to 3600
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_idle_seconds)]
     pub(crate) idle_seconds: f64,
     /// Runs per throughput figure; the best is reported (noise from other load)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -317,6 +317,16 @@ pub(crate) struct BenchStreamArgs {
     /// One JSON object per measurement, one per line
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `bench stream --idle-seconds`: long enough for one tick, short enough to
+/// finish.
+fn parse_idle_seconds(s: &str) -> Result<f64, String> {
+    let v = crate::units::parse_seconds_f64(s)?;
+    if !(0.01..=3600.0).contains(&v) {
+        return Err(format!("{s} seconds is out of range; give 0.01 to 3600"));
+    }
+    Ok(v)
 }
 
 /// Options of `forkring bench transport`.
@@ -401,6 +411,16 @@ pub(crate) fn command(registry: Registry) -> clap::Command {
 /// code. `main.rs` calls this with the registry; a test harness may call it
 /// with its own.
 pub fn main(registry: Registry) -> ! {
+    // `forkring run` blocks its stop signals before anything else, parsing
+    // included: a SIGTERM from the moment the process reaches main is a stop
+    // request (documented behaviour), never death by the signal. (Only the
+    // instant between exec and main remains, which no program can close.)
+    if std::env::args_os().nth(1).is_some_and(|a| a == "run")
+        && let Err(errno) = crate::supervisor::signals::block()
+    {
+        eprintln!("error: cannot block the stop signals: {errno}");
+        std::process::exit(EXIT_FAILURE);
+    }
     let m = command(registry).get_matches();
     match dispatch(&m, registry) {
         Ok(()) => std::process::exit(0),
@@ -668,9 +688,17 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
     let retry = |r: &RunName| {
         format!(". The run's segments are kept; retry with `forkring handoff --run {r} --out DIR`")
     };
+    let lost = |r: &RunName| {
+        format!(
+            ". No retry can bring them back: only `forkring clean {r}` is left, which discards the run"
+        )
+    };
     const SPACE: &str =
         "; free space (`forkring clean`), enlarge the tmpfs, or with docker use --shm-size";
+    // Before the damage hints: `clean` would refuse such a file.
+    const FOREIGN: &str = "; forkring did not make that file for this user and will not remove it: its owner may, or use another --name";
     let (code, hint) = match &e {
+        e if is_foreign(e) => (EXIT_FAILURE, FOREIGN.into()),
         Error::Run(RunError::Usage(_))
         | Error::Job(JobError::Usage(_))
         | Error::Run(RunError::Job(JobError::Usage(_)))
@@ -698,6 +726,14 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
         Error::Run(RunError::Live { .. }) => {
             (EXIT_FAILURE, "; stop it first (SIGTERM), then clean".into())
         }
+        Error::Run(RunError::Handoff { run, source, .. })
+            if matches!(**source, JobError::Lost(_)) =>
+        {
+            (EXIT_FAILURE, lost(run))
+        }
+        Error::Job(JobError::Lost(_)) | Error::Run(RunError::Job(JobError::Lost(_))) => {
+            (EXIT_FAILURE, run.map(lost).unwrap_or_default())
+        }
         Error::Run(RunError::Handoff { run, .. })
         | Error::Run(RunError::Output { run: Some(run), .. }) => (EXIT_FAILURE, retry(run)),
         Error::Run(RunError::Output { run: None, .. }) => (
@@ -707,6 +743,7 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
         Error::Run(RunError::NoSuchRun(_)) => {
             (EXIT_FAILURE, "; `forkring status` lists the runs".into())
         }
+        Error::Run(RunError::Unreadable { foreign: true, .. }) => (EXIT_FAILURE, FOREIGN.into()),
         Error::Run(RunError::Unreadable { run, .. }) => (EXIT_FAILURE, clean(run)),
         Error::Run(RunError::WouldOverwrite { .. }) => (
             EXIT_FAILURE,
@@ -745,6 +782,25 @@ fn is_no_space(e: &Error) -> bool {
         segments_error(e),
         Some(SegmentsError::Create(CreateError::NoSpace { .. }))
     )
+}
+
+/// Whether the error says a segment's name is taken by a file that is not
+/// one of our segments (another user's, a FIFO, a link).
+fn is_foreign(e: &Error) -> bool {
+    fn run(r: &RunError) -> bool {
+        match r {
+            RunError::Control(c) | RunError::Job(JobError::Control(c)) => c.is_foreign(),
+            RunError::Job(JobError::Segments(s)) => s.is_foreign(),
+            RunError::CannotResume { source, .. } => run(source),
+            _ => false,
+        }
+    }
+    match e {
+        Error::Run(r) => run(r),
+        Error::Job(JobError::Control(c)) => c.is_foreign(),
+        Error::Job(JobError::Segments(s)) => s.is_foreign(),
+        _ => false,
+    }
 }
 
 /// Whether the error says a run's segments exist but cannot be used.

@@ -332,12 +332,18 @@ pub enum ControlError {
 }
 
 impl ControlError {
+    /// Whether the control file's name is taken by something that is not
+    /// one of our segments (see `OpenError::is_foreign`).
+    pub(crate) fn is_foreign(&self) -> bool {
+        matches!(self, ControlError::Open(e) if e.is_foreign())
+    }
+
     /// Whether the segment exists but cannot be used as it is (corrupt,
     /// uninitialised, or from another version).
     pub(crate) fn is_damage(&self) -> bool {
         match self {
             ControlError::Open(e) => {
-                !matches!(e, OpenError::NotFound { .. } | OpenError::Os { .. })
+                !matches!(e, OpenError::NotFound { .. } | OpenError::Os { .. }) && !e.is_foreign()
             }
             ControlError::Field { .. } => true,
             _ => false,
@@ -635,6 +641,28 @@ impl Control {
     /// roles again).
     pub(crate) fn reset_role(&self, slot: u32) {
         self.slot(slot).state.set(RoleState::Idle as u32);
+    }
+
+    /// Whether no role process of the run ever started: the run's phase is
+    /// still `Starting` and every role slot is as creation left it (no pid
+    /// recorded by a role or after a fork, no restart, no exit, no live
+    /// holder). A supervisor records a slot before each fork and a role
+    /// records its pid before it touches anything, so such a run holds
+    /// nothing but what its creation wrote.
+    pub(crate) fn no_role_started(&self) -> bool {
+        self.phase() == Some(RunPhase::Starting)
+            && (0..self.roles).all(|i| {
+                let s = self.slot(i);
+                s.pid.get() == 0
+                    && s.start_ticks.get() == 0
+                    && s.restarts.get() == 0
+                    && s.last_exit.get() == 0
+                    && matches!(
+                        RoleState::decode(s.state.get()),
+                        RoleState::Idle | RoleState::Starting
+                    )
+                    && !self.role_alive(i)
+            })
     }
 
     /// Snapshot of role slot `slot` for display.

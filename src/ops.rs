@@ -180,6 +180,9 @@ fn status_view(
         (Some(n), Some(v)) if v["readable"] != true => Some(RunError::Unreadable {
             run: n.clone(),
             detail: v["error"].as_str().unwrap_or("?").to_string(),
+            foreign: segment_files_of(n)?
+                .iter()
+                .any(|f| matches!(segment::foreign(f), Ok(Some(_)))),
         }),
         _ => None,
     };
@@ -235,20 +238,57 @@ pub(crate) fn status(
     }
 }
 
-/// Removes every segment of `run` if no supervisor is alive. Returns the
-/// names removed.
-pub(crate) fn clean_run(run: &RunName) -> Result<Vec<String>, RunError> {
+/// Checks that every file of `run` may be removed and returns their names
+/// with what keeps the run from being taken meanwhile (its control file's
+/// supervisor lock, held while the descriptor is open).
+///
+/// Refused, with the reason: a file that is not a regular file (a FIFO
+/// named like a segment is not forkring's, whoever made it); a run with a
+/// live supervisor, role or segment creator; and a run with files of
+/// another user, unless we may remove them (root) and the run is provably a
+/// dead forkring run: every file a complete forkring segment, no lock held.
+fn clean_check(run: &RunName) -> Result<(Vec<String>, Option<std::os::fd::OwnedFd>), RunError> {
     let names: Vec<String> = segment_files_of(run)?;
     if names.is_empty() {
-        return Ok(names);
+        return Ok((names, None));
+    }
+    let not_ours = |file: &str, detail: String| RunError::NotOurs {
+        run: run.clone(),
+        file: file.to_string(),
+        detail,
+    };
+    let euid = nix::unistd::geteuid().as_raw();
+    let mut other_users = false;
+    for n in &names {
+        match segment::foreign(n) {
+            Ok(None) => {}
+            Ok(Some(segment::Foreign::OtherUser(_))) if euid == 0 => other_users = true,
+            Ok(Some(why)) => return Err(not_ours(n, why.to_string())),
+            // Removed meanwhile: nothing to check.
+            Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(not_ours(n, format!("cannot be examined ({e})"))),
+        }
+    }
+    let control_name = run.segment(control::PART);
+    if other_users {
+        if !names.contains(&control_name) {
+            return Err(not_ours(
+                &names[0],
+                "belongs to another user's run without a control segment, which could prove it dead".into(),
+            ));
+        }
+        for n in &names {
+            let part = crate::shm::name::parse_segment_file(n).map_or("", |(_, p)| p);
+            segment::check_foreign_segment(n, part)
+                .map_err(|why| not_ours(n, format!("{why} (another user's run)")))?;
+        }
     }
     // The supervisor lock lives on the control file whatever its content, so
     // probe it raw (the segment may be corrupt). Holding the lock while
     // removing keeps a supervisor from starting on the run meanwhile.
-    let control_name = run.segment(control::PART);
-    let _guard = match segment::open_raw(&control_name) {
+    let guard = match segment::open_raw(&control_name) {
         Ok(fd) => match crate::shm::lock::try_lock(fd.as_fd(), control::SUPERVISOR_LOCK_BYTE) {
-            Ok(true) => Some(fd),
+            Ok(true) => fd,
             Ok(false) => {
                 let pid = Control::open(run, Access::ReadOnly)
                     .map(|c| c.supervisor_pid().to_string())
@@ -275,19 +315,40 @@ pub(crate) fn clean_run(run: &RunName) -> Result<Vec<String>, RunError> {
                     return Err(RunError::InUse { segment: n.clone() });
                 }
             }
-            None
+            return Ok((names, None));
         }
     };
+    if other_users {
+        // Not even a role of it may be alive (each holds its byte).
+        let roles =
+            crate::shm::lock::is_range_locked(guard.as_fd(), 1, u64::from(control::MAX_ROLES));
+        if !matches!(roles, Ok(false)) {
+            return Err(not_ours(
+                &control_name,
+                "belongs to another user's run with a live role".into(),
+            ));
+        }
+    }
+    Ok((names, Some(guard)))
+}
+
+/// Removes every segment of `run` if it may be removed (see
+/// `clean_check`). Returns the names removed.
+pub(crate) fn clean_run(run: &RunName) -> Result<Vec<String>, RunError> {
+    let (names, _guard) = clean_check(run)?;
+    let control_name = run.segment(control::PART);
     for n in names.iter().filter(|n| **n != control_name) {
         segment::unlink(n).map_err(|errno| RunError::Remove {
             name: n.clone(),
             errno,
         })?;
     }
-    segment::unlink(&control_name).map_err(|errno| RunError::Remove {
-        name: control_name.clone(),
-        errno,
-    })?;
+    if names.contains(&control_name) {
+        segment::unlink(&control_name).map_err(|errno| RunError::Remove {
+            name: control_name.clone(),
+            errno,
+        })?;
+    }
     Ok(names)
 }
 
@@ -302,19 +363,14 @@ pub(crate) fn clean(name: Option<&RunName>, dry_run: bool) -> Result<(), RunErro
     let mut listed = 0usize;
     for r in &runs {
         if dry_run {
-            let live = Control::open(r, Access::ReadOnly)
-                .map(|c| c.supervisor_alive())
-                .unwrap_or(false);
+            let verdict = match clean_check(r) {
+                Ok(_) => "would remove".to_string(),
+                Err(RunError::Live { .. }) => "would keep (live)".to_string(),
+                Err(e) => format!("would keep ({e})"),
+            };
             for f in segment_files_of(r)? {
                 listed += 1;
-                println!(
-                    "{} /dev/shm/{f}",
-                    if live {
-                        "would keep (live)"
-                    } else {
-                        "would remove"
-                    }
-                );
+                println!("{verdict} /dev/shm/{f}");
             }
             continue;
         }
@@ -329,7 +385,11 @@ pub(crate) fn clean(name: Option<&RunName>, dry_run: bool) -> Result<(), RunErro
                 if name.is_some() {
                     return Err(e);
                 }
-                eprintln!("warning: {e}; not cleaning run {r}");
+                if matches!(e, RunError::NotOurs { .. }) {
+                    eprintln!("warning: {e}");
+                } else {
+                    eprintln!("warning: {e}; not cleaning run {r}");
+                }
                 refused.push(r.to_string());
             }
         }

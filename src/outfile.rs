@@ -35,6 +35,19 @@ fn out_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Ou
 /// Creates `dir` if needed, checks that we can create files in it, and
 /// returns it as an absolute path. Run before any work starts.
 pub(crate) fn prepare_dir(dir: &Path) -> Result<PathBuf, OutputError> {
+    // create_dir_all's "File exists" would not say that a file is in the way.
+    if let Ok(meta) = std::fs::metadata(dir)
+        && !meta.is_dir()
+    {
+        return Err(OutputError {
+            op: "use",
+            path: dir.display().to_string(),
+            err: io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "it is a file, not a directory",
+            ),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(out_err("create directory", dir))?;
     let abs = std::fs::canonicalize(dir).map_err(out_err("resolve", dir))?;
     let probe = abs.join(format!(".forkring-probe-{}", std::process::id()));
@@ -233,6 +246,55 @@ pub(crate) fn publish_working(working: &Path, dest: &Path) -> Result<Written, Ou
         bytes,
         sha256,
     })
+}
+
+/// Removes the temporary files that an earlier writer of `dir` left when it
+/// died mid-write: `.F.tmp-PID` for each result file name `F` of `names`,
+/// whose writer PID is provably gone (no such process, or the process now
+/// under that pid started after the file was last written). The caller owns
+/// the output of the run (its supervisor lock). Returns the removed paths.
+pub(crate) fn remove_stale_temps(dir: &Path, names: &[&str]) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let Some(pid) = names.iter().find_map(|n| {
+            file.strip_prefix(&format!(".{n}.tmp-"))
+                .and_then(|p| p.parse::<u32>().ok())
+        }) else {
+            continue;
+        };
+        let Ok(meta) = e.metadata() else { continue };
+        if pid == me || !meta.is_file() || writer_alive(pid, &meta) {
+            continue;
+        }
+        if std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
+/// Whether process `pid` may have written a file last modified as `meta`
+/// says: it exists and started no later than that.
+fn writer_alive(pid: u32, meta: &std::fs::Metadata) -> bool {
+    let Some(ticks) = crate::procinfo::start_ticks(pid) else {
+        return false;
+    };
+    match (crate::procinfo::start_unix_secs(ticks), meta.modified()) {
+        (Some(started), Ok(modified)) => {
+            let modified = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            // Start times have clock-tick resolution: allow a second.
+            started <= modified + 1.0
+        }
+        _ => true,
+    }
 }
 
 /// Fsyncs a directory so that renames in it are durable.

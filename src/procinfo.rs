@@ -8,12 +8,25 @@ pub(crate) fn start_ticks(pid: u32) -> Option<u64> {
     parse_start_ticks(&stat)
 }
 
+/// The wall-clock time (seconds since the Unix epoch) of a start time in
+/// clock ticks since boot, from the boot time in /proc/stat.
+pub(crate) fn start_unix_secs(ticks: u64) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: f64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    (hz > 0).then(|| btime + ticks as f64 / hz as f64)
+}
+
 /// Start time of the calling process (see [`start_ticks`]).
 pub(crate) fn own_start_ticks() -> u64 {
     start_ticks(std::process::id()).unwrap_or(0)
 }
 
-#[cfg(test)]
 /// Whether `pid` is alive and is still the process that started at
 /// `ticks` (0 = don't compare).
 pub(crate) fn is_same_process(pid: u32, ticks: u64) -> bool {

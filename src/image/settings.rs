@@ -57,7 +57,9 @@ pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), String> {
             ));
         }
         t.parse::<u32>().map_err(|_| {
-            format!("{what} {t} in size {s:?} is too large; at most {MAX_PIXELS} pixels in all")
+            format!(
+                "{what} {t} in size {s:?} is out of range; give at most {MAX_PIXELS} pixels in all"
+            )
         })
     };
     Ok((num(w, "width")?, num(h, "height")?))
@@ -200,7 +202,7 @@ mod tests {
         assert!(
             parse_size("4294967296x1")
                 .unwrap_err()
-                .contains("too large")
+                .contains("out of range")
         );
         assert!(parse_size("x").is_err());
         assert!(parse_size("16777216x1").is_ok());

@@ -28,6 +28,10 @@ pub enum JobError {
     /// NATS: unreachable, no JetStream, a refused or unfit stream.
     #[error(transparent)]
     Nats(#[from] crate::nats::NatsError),
+    /// Results the run committed are gone (a working file removed behind
+    /// forkring's back); no retry can bring them back.
+    #[error("{0}")]
+    Lost(String),
     /// A role process found its supervisor gone.
     #[error("the supervisor of run {run} is gone")]
     SupervisorGone {

@@ -50,3 +50,16 @@ pub(crate) fn is_locked(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {
     }
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
+
+/// Whether some other open file description holds a lock on any of the
+/// `len` bytes from `first`. Works on a read-only descriptor.
+pub(crate) fn is_range_locked(fd: BorrowedFd<'_>, first: u64, len: u64) -> io::Result<bool> {
+    let mut fl = flock_for(libc::F_WRLCK as libc::c_short, first);
+    fl.l_len = len as libc::off_t;
+    // SAFETY: as in `is_locked`.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}

@@ -20,6 +20,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -129,6 +130,15 @@ pub enum OpenError {
         /// Segment name.
         name: String,
     },
+    /// The name is not a regular file (a FIFO, a device, a directory, a
+    /// symbolic link): not a segment, whoever made it.
+    #[error("/dev/shm/{name} is a {kind}, not a segment; refusing to use it")]
+    NotRegular {
+        /// Segment name.
+        name: String,
+        /// What it is.
+        kind: &'static str,
+    },
     /// The segment belongs to another user.
     #[error(
         "segment {name} is owned by uid {found}, not by us (uid {expected}); refusing to use it"
@@ -225,6 +235,19 @@ pub enum OpenError {
         /// Size expected.
         expected: u64,
     },
+    /// The header's total size and the file size differ, and the opener
+    /// does not know which is right.
+    #[error(
+        "segment {name}: header field total_size is {header} bytes, but the file is {file} bytes"
+    )]
+    SizesDisagree {
+        /// Segment name.
+        name: String,
+        /// The header's total_size.
+        header: u64,
+        /// The file's size.
+        file: u64,
+    },
     /// Another system call failed.
     #[error("segment {name}: {op} failed: {errno}")]
     Os {
@@ -235,6 +258,18 @@ pub enum OpenError {
         /// Its error.
         errno: Errno,
     },
+}
+
+impl OpenError {
+    /// Whether the name is taken by something that is not one of our
+    /// segments (another user's file, a FIFO, a link): not damage that
+    /// `forkring clean` may discard.
+    pub(crate) fn is_foreign(&self) -> bool {
+        matches!(
+            self,
+            OpenError::NotRegular { .. } | OpenError::WrongOwner { .. }
+        )
+    }
 }
 
 /// A view did not fit the segment.
@@ -353,6 +388,67 @@ fn shm_path(name: &str) -> String {
     format!("/{name}")
 }
 
+/// Environment variable of the start-up crash test hook: `N` (from 1) makes
+/// the process that creates segments kill itself with SIGKILL at its N-th
+/// creation step. Each segment has four steps: its file made and locked;
+/// sized and mapped; initialised but unpublished; published.
+pub const CRASH_POINT_ENV: &str = "FORKRING_TEST_CRASH_POINT";
+
+/// A creation step (see [`CRASH_POINT_ENV`]).
+fn crash_point() {
+    static STEPS: AtomicU32 = AtomicU32::new(0);
+    let Some(n) = std::env::var(CRASH_POINT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return;
+    };
+    // Relaxed: a counter of this process's own steps, read by nobody else.
+    if STEPS.fetch_add(1, Ordering::Relaxed) + 1 == n {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// What the header of a segment file says, read without mapping it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publication {
+    /// The creator published the header (magic set; not validated further).
+    Published,
+    /// Not published: the creator is initialising it or died doing so.
+    /// `creator` is the (pid, start ticks) it recorded, if it got that far.
+    Unpublished {
+        /// Recorded creator.
+        creator: Option<(u32, u64)>,
+    },
+}
+
+/// Reads whether the segment file open as `fd` is published, with `pread`
+/// (no mapping: the file may be truncated or corrupt).
+pub(crate) fn publication(fd: BorrowedFd<'_>) -> Result<Publication, Errno> {
+    let mut h = [0u8; 48];
+    let mut got = 0;
+    while got < h.len() {
+        match nix::sys::uio::pread(fd, &mut h[got..], got as libc::off_t) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if got == h.len() && u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) != 0 {
+        return Ok(Publication::Published);
+    }
+    let creator = (got == h.len())
+        .then(|| {
+            (
+                u32::from_le_bytes(h[32..36].try_into().expect("4 bytes")),
+                u64::from_le_bytes(h[40..48].try_into().expect("8 bytes")),
+            )
+        })
+        .filter(|&(pid, _)| pid != 0);
+    Ok(Publication::Unpublished { creator })
+}
+
 /// Unlinks the segment file `name` (as listed in /dev/shm). Missing is fine.
 pub fn unlink(name: &str) -> Result<(), Errno> {
     match shm_unlink(shm_path(name).as_str()) {
@@ -361,14 +457,141 @@ pub fn unlink(name: &str) -> Result<(), Errno> {
     }
 }
 
-/// Opens the segment file `name` (as listed in /dev/shm) without any
-/// validation, read-write, for lock probes on segments that may be corrupt.
+/// Flags of every open of an existing segment file: a FIFO named like a
+/// segment must not block the open, and a symbolic link is not followed.
+const OPEN_FLAGS: OFlag = OFlag::O_CLOEXEC
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOFOLLOW);
+
+/// What a file type other than a regular file is called in messages.
+fn non_regular_kind(mode: libc::mode_t) -> Option<&'static str> {
+    Some(match mode & libc::S_IFMT {
+        libc::S_IFREG => return None,
+        libc::S_IFIFO => "FIFO",
+        libc::S_IFDIR => "directory",
+        libc::S_IFLNK => "symbolic link",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        _ => "file of unknown type",
+    })
+}
+
+/// Opens the segment file `name` (as listed in /dev/shm) read-write, for
+/// lock probes on segments that may be corrupt. Only a regular file is
+/// opened for good (anything else is `EINVAL`); nothing else is checked.
 pub(crate) fn open_raw(name: &str) -> Result<OwnedFd, Errno> {
-    shm_open(
+    let fd = shm_open(
         shm_path(name).as_str(),
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        OFlag::O_RDWR | OPEN_FLAGS,
+        Mode::empty(),
+    )?;
+    if non_regular_kind(fstat(fd.as_fd())?.st_mode).is_some() {
+        return Err(Errno::EINVAL);
+    }
+    Ok(fd)
+}
+
+/// What keeps a file in /dev/shm from being plainly one of our segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Foreign {
+    /// Not a regular file: a FIFO, a directory, a link...
+    NotRegular(&'static str),
+    /// A regular file of another user.
+    OtherUser(u32),
+}
+
+impl std::fmt::Display for Foreign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Foreign::NotRegular(kind) => write!(f, "is a {kind}, not a segment"),
+            Foreign::OtherUser(uid) => write!(
+                f,
+                "is owned by uid {uid}, not by us (uid {})",
+                nix::unistd::geteuid().as_raw()
+            ),
+        }
+    }
+}
+
+/// Whether the file `name` in /dev/shm is something other than a regular
+/// file we own. Does not follow symbolic links and opens nothing.
+pub(crate) fn foreign(name: &str) -> Result<Option<Foreign>, Errno> {
+    let st = nix::sys::stat::lstat(std::path::Path::new(SHM_DIR).join(name).as_path())?;
+    if let Some(kind) = non_regular_kind(st.st_mode) {
+        return Ok(Some(Foreign::NotRegular(kind)));
+    }
+    if st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Ok(Some(Foreign::OtherUser(st.st_uid)));
+    }
+    Ok(None)
+}
+
+/// Checks that the file `name` in /dev/shm is a complete forkring segment
+/// of part `part`, whoever owns it: a regular file of mode 0600, published,
+/// with our magic, header size and part name, and a total size equal to its
+/// file size. Reads the header with `pread`; maps nothing. `Err` says what
+/// is wrong.
+pub(crate) fn check_foreign_segment(name: &str, part: &str) -> Result<(), String> {
+    let fd = shm_open(
+        shm_path(name).as_str(),
+        OFlag::O_RDONLY | OPEN_FLAGS,
         Mode::empty(),
     )
+    .map_err(|e| format!("cannot be opened ({e})"))?;
+    let st = fstat(fd.as_fd()).map_err(|e| format!("cannot be examined ({e})"))?;
+    if let Some(kind) = non_regular_kind(st.st_mode) {
+        return Err(format!("is a {kind}, not a segment"));
+    }
+    if st.st_mode & 0o7777 != 0o600 {
+        return Err(format!("has mode {:04o}, not 0600", st.st_mode & 0o7777));
+    }
+    let mut h = [0u8; 64];
+    let mut got = 0;
+    while got < h.len() {
+        match nix::sys::uio::pread(fd.as_fd(), &mut h[got..], got as libc::off_t) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("cannot be read ({e})")),
+        }
+    }
+    if got < h.len() {
+        return Err(format!("is {got} bytes, smaller than a segment header"));
+    }
+    let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
+    let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
+    if u64_at(0) != MAGIC {
+        return Err("has no forkring header (or an unpublished one)".into());
+    }
+    if u32_at(12) as usize != HEADER_SIZE {
+        return Err(format!("has header_size {}", u32_at(12)));
+    }
+    if u64_at(16) != st.st_size.max(0) as u64 {
+        return Err(format!(
+            "has header field total_size {}, but the file is {} bytes",
+            u64_at(16),
+            st.st_size
+        ));
+    }
+    let kind = &h[48..64];
+    let end = kind.iter().position(|&b| b == 0).unwrap_or(kind.len());
+    if &kind[..end] != part.as_bytes() {
+        return Err(format!(
+            "has header field kind {:?}, but its name says {part:?}",
+            String::from_utf8_lossy(&kind[..end])
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the segment file `name` is the file open as `fd`.
+fn still_named(name: &str, fd: BorrowedFd<'_>) -> bool {
+    let named = nix::sys::stat::stat(std::path::Path::new(SHM_DIR).join(name).as_path());
+    match (named, fstat(fd)) {
+        (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+        _ => false,
+    }
 }
 
 /// Whether the segment file `name` exists.
@@ -418,6 +641,25 @@ impl Segment {
             Err(Errno::EEXIST) => return Err(CreateError::AlreadyExists { name }),
             Err(e) => return Err(os("shm_open", e)),
         };
+        // The creator holds byte 0 of every segment it creates for as long as
+        // it keeps the segment open, from the first instant: a free lock on
+        // an unpublished segment proves its creator dead (`forkring clean`
+        // and a resuming `run` rely on it). Someone who found this name
+        // abandoned and holds its lock is removing it: leave it to them.
+        match super::lock::try_lock(fd.as_fd(), 0) {
+            // Locked, and still ours by name: someone who took this file for
+            // abandoned and removed it before we locked it has let it go.
+            Ok(true) if still_named(&name, fd.as_fd()) => {}
+            Ok(_) => return Err(CreateError::AlreadyExists { name }),
+            Err(e) => {
+                let _ = unlink(&name);
+                return Err(os(
+                    "fcntl(F_OFD_SETLK)",
+                    Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                ));
+            }
+        }
+        crash_point();
         // From here on, remove the file again if anything fails.
         let result = (|| {
             // The umask may have cleared bits of 0600; set it exactly.
@@ -445,17 +687,15 @@ impl Segment {
                 return Err(e);
             }
         };
+        crash_point();
         let seg = Segment {
             name,
             fd,
             base,
             len: size,
         };
-        // The creator holds byte 0 of every segment it creates for as long as
-        // it keeps the segment open: `forkring clean` leaves locked segments
-        // alone. (The control segment's byte 0 is its supervisor lock; a
-        // supervisor that resumes a run takes it over.)
-        let _ = super::lock::try_lock(seg.fd(), 0);
+        // (The control segment's byte 0 is its supervisor lock, taken above;
+        // a supervisor that resumes a run takes it over.)
         seg.header().write_fields(
             spec.part,
             spec.version,
@@ -465,7 +705,9 @@ impl Segment {
             crate::procinfo::own_start_ticks(),
         );
         init(&seg);
+        crash_point();
         seg.header().publish();
+        crash_point();
         Ok(seg)
     }
 
@@ -486,13 +728,23 @@ impl Segment {
         let flags = match access {
             Access::ReadWrite => OFlag::O_RDWR,
             Access::ReadOnly => OFlag::O_RDONLY,
-        } | OFlag::O_CLOEXEC;
+        } | OPEN_FLAGS;
         let fd = match shm_open(shm_path(&name).as_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Err(OpenError::NotFound { name }),
+            Err(Errno::ELOOP) => {
+                return Err(OpenError::NotRegular {
+                    name,
+                    kind: "symbolic link",
+                });
+            }
             Err(e) => return Err(os("shm_open", e)),
         };
+        // Nothing is read before the file is known to be a regular file.
         let st = fstat(fd.as_fd()).map_err(|e| os("fstat", e))?;
+        if let Some(kind) = non_regular_kind(st.st_mode) {
+            return Err(OpenError::NotRegular { name, kind });
+        }
         let euid = nix::unistd::geteuid().as_raw();
         if st.st_uid != euid {
             return Err(OpenError::WrongOwner {
@@ -583,23 +835,36 @@ impl Segment {
                 expected: spec.fingerprint,
             });
         }
-        if h.total_size != self.len as u64 {
-            return Err(OpenError::SizeMismatch {
-                name: name(),
-                field: "header field total_size",
-                found: h.total_size,
-                expected: self.len as u64,
-            });
-        }
-        if let Some(want) = spec.size
-            && want != self.len
-        {
-            return Err(OpenError::SizeMismatch {
-                name: name(),
-                field: "file size",
-                found: self.len as u64,
-                expected: want as u64,
-            });
+        // The size the opener knows (from the run's settings) is the truth
+        // that the file and the header are checked against; without it,
+        // neither is known right, and the message says they disagree.
+        match spec.size {
+            Some(want) => {
+                if self.len != want {
+                    return Err(OpenError::SizeMismatch {
+                        name: name(),
+                        field: "file size",
+                        found: self.len as u64,
+                        expected: want as u64,
+                    });
+                }
+                if h.total_size != want as u64 {
+                    return Err(OpenError::SizeMismatch {
+                        name: name(),
+                        field: "header field total_size",
+                        found: h.total_size,
+                        expected: want as u64,
+                    });
+                }
+            }
+            None if h.total_size != self.len as u64 => {
+                return Err(OpenError::SizesDisagree {
+                    name: name(),
+                    header: h.total_size,
+                    file: self.len as u64,
+                });
+            }
+            None => {}
         }
         Ok(())
     }

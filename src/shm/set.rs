@@ -86,7 +86,13 @@ impl SegmentsError {
             SegmentsError::Create(_)
                 | SegmentsError::Settings(_)
                 | SegmentsError::Open(OpenError::NotFound { .. } | OpenError::Os { .. })
-        )
+        ) && !self.is_foreign()
+    }
+
+    /// Whether a segment's name is taken by something that is not one of
+    /// our segments (see `OpenError::is_foreign`).
+    pub(crate) fn is_foreign(&self) -> bool {
+        matches!(self, SegmentsError::Open(e) if e.is_foreign())
     }
 }
 

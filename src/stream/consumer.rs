@@ -83,6 +83,19 @@ pub(crate) enum ConsumerError {
         /// What is wrong.
         detail: String,
     },
+    /// The working file is gone or cut short although records were
+    /// committed to it: they are lost.
+    #[error(
+        "{path} {detail}; the stream's per-batch records committed so far ({committed} bytes) are lost (the figures are still in the segments)"
+    )]
+    Lost {
+        /// File.
+        path: String,
+        /// What is wrong.
+        detail: String,
+        /// Committed bytes.
+        committed: u64,
+    },
 }
 
 impl From<ConsumerError> for JobError {
@@ -95,6 +108,7 @@ impl From<ConsumerError> for JobError {
                 JobError::corrupt("ring", e.to_string())
             }
             e @ ConsumerError::Output { .. } => JobError::Failed(e.to_string()),
+            e @ ConsumerError::Lost { .. } => JobError::Lost(e.to_string()),
             ConsumerError::Export(WriterError::Job(j)) => j,
             ConsumerError::Export(WriterError::Ring(r)) => r.into(),
             ConsumerError::Export(e @ WriterError::Stopped) => JobError::Failed(e.to_string()),
@@ -387,12 +401,10 @@ impl<'a> Consumer<'a> {
         record.load(&mut words);
         let st = ConsumerState::decode(&words, s.dim, s.rate_window, s.batch)?;
         let path = dir.join(output::PARTIAL_NAME);
-        let lost = |path: &Path, detail: String| ConsumerError::Output {
+        let lost = |path: &Path, detail: String| ConsumerError::Lost {
             path: path.display().to_string(),
-            detail: format!(
-                "{detail}; the stream's per-batch records committed so far ({} bytes) are lost. The figures are still in the segments (`forkring status --json`); `forkring clean` discards the run",
-                st.file_offset
-            ),
+            detail,
+            committed: st.file_offset,
         };
         // Create the file only for a stream that has written nothing yet: a
         // missing file with committed records is data lost, not a new start.

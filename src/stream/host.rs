@@ -1,5 +1,9 @@
 //! The stream job as the supervisor sees it: progress and the final handoff.
 
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde_json::json;
@@ -22,6 +26,11 @@ pub(crate) struct StreamHost {
     segs: StreamSegments,
     /// Directory holding the consumer's working file.
     out: std::path::PathBuf,
+    /// The consumer's working file, held open by the supervisor (`None` for
+    /// a read-only look): the records the consumer committed to it survive
+    /// the removal of the output directory, and are put back from here
+    /// (see [`StreamHost::restore_working`]).
+    working: RefCell<Option<File>>,
 }
 
 impl StreamHost {
@@ -33,10 +42,25 @@ impl StreamHost {
         }
         // A working file left by an earlier run of the same name belongs to
         // state that no longer exists.
-        let _ = std::fs::remove_file(out.join(PARTIAL_NAME));
+        let path = out.join(PARTIAL_NAME);
+        let _ = std::fs::remove_file(&path);
+        let segs = StreamSegments::create(run, s)?;
+        let working = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|err| OutputError {
+                op: "create",
+                path: path.display().to_string(),
+                err,
+            })?;
         Ok(StreamHost {
-            segs: StreamSegments::create(run, s)?,
+            segs,
             out: out.to_path_buf(),
+            working: RefCell::new(Some(working)),
         })
     }
     /// Opens the segments of an existing run.
@@ -46,10 +70,60 @@ impl StreamHost {
         out: &Path,
         access: Access,
     ) -> Result<Self, StreamSegmentError> {
+        // A resumed run's file as it is (gone if the output directory went
+        // while no supervisor held it: the consumer says what was lost).
+        let working = match access {
+            Access::ReadWrite => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(out.join(PARTIAL_NAME))
+                .ok(),
+            Access::ReadOnly => None,
+        };
         Ok(StreamHost {
             segs: StreamSegments::open(run, s, access)?,
             out: out.to_path_buf(),
+            working: RefCell::new(working),
         })
+    }
+
+    /// Puts the working file back where the consumer opens it if it is
+    /// gone or replaced there (the output directory was removed): its
+    /// content is copied out of the descriptor held since the run began.
+    /// Called while no consumer runs (after one exited, and at the
+    /// handoff), so the held file is the one the consumer last wrote.
+    fn restore_working(&self) -> Result<(), OutputError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.out.join(PARTIAL_NAME);
+        let restored = {
+            let held = self.working.borrow();
+            let Some(f) = held.as_ref() else {
+                return Ok(());
+            };
+            let same = match (std::fs::metadata(&path), f.metadata()) {
+                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                _ => false,
+            };
+            if same {
+                return Ok(());
+            }
+            std::fs::create_dir_all(&self.out).map_err(|err| OutputError {
+                op: "create directory",
+                path: self.out.display().to_string(),
+                err,
+            })?;
+            write_atomic(&path, |w| {
+                let mut r: &File = f;
+                r.seek(SeekFrom::Start(0))?;
+                std::io::copy(&mut r, w).map(|_| ())
+            })?
+        };
+        *self.working.borrow_mut() = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&restored.path)
+            .ok();
+        Ok(())
     }
 
     fn consumer_state(&self) -> Option<ConsumerState> {
@@ -108,6 +182,12 @@ impl JobHost for StreamHost {
             c.finish.clear();
         }
     }
+    fn role_exited(&self, role: &crate::job::RoleId, _failed: bool, _stopping: bool) {
+        // The next consumer opens the working file by name.
+        if role.kind == "consumer" {
+            let _ = self.restore_working();
+        }
+    }
     fn handoff_done(&self) {
         let _ = std::fs::remove_file(self.out.join(PARTIAL_NAME));
     }
@@ -162,7 +242,9 @@ impl JobHost for StreamHost {
         // them, as a restarted producer would.
         crate::shm::ring::RingProducer::resume_at(self.segs.ring_view()?, p.head)?;
         // Likewise finish the consumer's work from its committed state: drain
-        // what is left in the ring, fill the end, write the last batch.
+        // what is left in the ring, fill the end, write the last batch. Its
+        // working file first goes back where it belongs if it went.
+        self.restore_working()?;
         let mut c = Consumer::attach(&self.segs, &self.out)?;
         while c.process_available(super::consumer::CHUNK)? > 0 {}
         if !c.state().finished {

@@ -239,10 +239,10 @@ pub(crate) struct ProducerOpts {
     /// uniform in [--noise-low, --noise-high]
     #[arg(long, help_heading = HEADING)]
     pub(crate) noise: bool,
-    /// Shortest time between dropouts, seconds [default: 2]
+    /// Shortest time between dropouts, seconds, 0.000001 to 1e9 [default: 2]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
     pub(crate) noise_low: Option<f64>,
-    /// Longest time between dropouts, seconds [default: 3]
+    /// Longest time between dropouts, seconds, 0.000001 to 1e9 [default: 3]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
     pub(crate) noise_high: Option<f64>,
     /// Consecutive vectors dropped each time, 1 to 1000000 [default: 1]
@@ -266,7 +266,7 @@ pub(crate) struct ConsumerOpts {
     /// maximum, µs
     #[arg(long, value_name = "N", help_heading = HEADING)]
     pub(crate) rate_window: Option<u32>,
-    /// Seconds between rate log lines [default: 1]
+    /// Seconds between rate log lines, 0.000001 to 1e9 [default: 1]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
     pub(crate) rate_interval: Option<f64>,
     /// Output: stream.jsonl (one JSON object per batch) or stream.txt

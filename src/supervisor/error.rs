@@ -98,7 +98,7 @@ pub enum RunError {
     /// A role exceeded the restart limit (exit code 3).
     #[error(
         "role {role} {status}, and the run had more than {max} restarts within {window:.1} s; gave up{}",
-        cause.as_ref().map(|c| format!(". Its last words: {c}")).unwrap_or_default()
+        cause.as_ref().map(|c| format!(". The cause, as the role last reported it: {c}")).unwrap_or_default()
     )]
     RestartLimit {
         /// The run.
@@ -172,6 +172,18 @@ pub enum RunError {
         /// Its pid.
         pid: u32,
     },
+    /// A file named like a segment of the run is not ours to remove: not a
+    /// regular file, or another user's run that is not provably a dead
+    /// forkring run.
+    #[error("/dev/shm/{file} {detail}; not removing run {run}")]
+    NotOurs {
+        /// The run.
+        run: RunName,
+        /// The file.
+        file: String,
+        /// What it is.
+        detail: String,
+    },
     /// Removing a segment failed.
     #[error("cannot remove /dev/shm/{name}: {errno}")]
     Remove {
@@ -187,6 +199,9 @@ pub enum RunError {
         run: RunName,
         /// Why.
         detail: String,
+        /// Whether a file of the run is not ours (another user's, a FIFO):
+        /// `clean` would not remove it.
+        foreign: bool,
     },
     /// A new run would replace another run's results.
     #[error("{} already holds the results of run {other} (summary.json); a new run would replace them", out.display())]

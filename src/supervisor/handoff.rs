@@ -76,6 +76,29 @@ pub(crate) fn write_results(
     let control = &open.control;
     let run = control.run();
     control.set_phase(RunPhase::HandingOff);
+    // The output directory may have been removed while the run worked: the
+    // results go where they were asked for all the same.
+    std::fs::create_dir_all(out).map_err(|err| RunError::Output {
+        run: Some(run.clone()),
+        source: crate::outfile::OutputError {
+            op: "create directory",
+            path: out.display().to_string(),
+            err,
+        },
+    })?;
+    // A supervisor of this run killed while writing left its temporary
+    // files; nobody else writes these names for this run (we hold its lock).
+    let names: Vec<&str> = jobs
+        .iter()
+        .flat_map(|j| j.job().result_files().iter().copied())
+        .chain(["summary.json"])
+        .collect();
+    for p in crate::outfile::remove_stale_temps(out, &names) {
+        note(&format!(
+            "removed {}, left by a handoff that died",
+            p.display()
+        ));
+    }
     let ctx = HandoffCtx { seconds, note };
     let mut summary = Map::new();
     summary.insert("schema_version".into(), json!(SUMMARY_SCHEMA_VERSION));
@@ -172,12 +195,19 @@ pub(crate) fn hand_off_stopped(
             eprintln!("{msg} …");
         }
     };
+    // A run that completed its work before its supervisor died is complete,
+    // whoever writes its results.
+    let cause = if jobs.iter().all(|j| j.is_complete()) {
+        EndCause::Completed
+    } else {
+        EndCause::Manual
+    };
     let summary = write_results(
         open,
         jobs,
         &out,
         open.control.prior_seconds(),
-        &EndCause::Manual,
+        &cause,
         &note,
     )?;
     remove_segments(open, jobs);

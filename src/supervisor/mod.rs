@@ -17,6 +17,8 @@ pub mod opened;
 pub(crate) mod policy;
 pub(crate) mod progress;
 pub(crate) mod role;
+pub(crate) mod rolelog;
 pub(crate) mod run;
 pub(crate) mod signals;
 pub(crate) mod spawn;
+pub(crate) mod startup;

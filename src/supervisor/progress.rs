@@ -165,6 +165,15 @@ impl Display {
         }
     }
 
+    /// Prints a line a role wrote on its stderr, as it is (always, even
+    /// when quiet: roles print errors and warnings only).
+    pub(crate) fn passthrough(&self, line: &str) {
+        match &self.mode {
+            Mode::Bars { multi, .. } => multi.suspend(|| eprintln!("{line}")),
+            _ => eprintln!("{line}"),
+        }
+    }
+
     /// Prints a warning (always, even when quiet) on stderr.
     pub(crate) fn warn(&self, msg: &str) {
         match &self.mode {

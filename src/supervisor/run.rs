@@ -19,8 +19,10 @@ use super::notify::Notifier;
 use super::opened::{Hosts, OpenRun};
 use super::policy::{Decision, RestartPolicy, RestartTracker};
 use super::progress::Display;
+use super::rolelog::RoleLogs;
 use super::signals::Signals;
-use super::spawn::spawn_role;
+use super::spawn::spawn_role_piped;
+use super::startup;
 
 /// Options of `forkring run` beyond the recorded settings.
 #[derive(Debug, Clone)]
@@ -63,7 +65,11 @@ enum Slot {
 #[derive(Debug)]
 enum Outcome {
     Ended(EndCause),
-    GaveUp { role: RoleId, status: ExitStatus },
+    GaveUp {
+        role: RoleId,
+        status: ExitStatus,
+        cause: Option<String>,
+    },
 }
 
 /// Refuses a new run that /dev/shm cannot hold, before creating anything.
@@ -111,9 +117,12 @@ fn check_no_results(name: &RunName, out: &std::path::Path) -> Result<(), RunErro
 /// Creates a new run or takes over a run whose supervisor died. Returns the
 /// run and whether it was resumed.
 fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, bool), RunError> {
-    if let Some(c) = open_existing(opts, registry)? {
-        return Ok((c, true));
-    }
+    // Held until the new run exists (see `startup::Discarded`).
+    let _discarded = match open_existing(opts, registry)? {
+        Existing::Resume(c) => return Ok((c, true)),
+        Existing::Absent => None,
+        Existing::Discarded(d) => Some(d),
+    };
     if !opts.overwrite {
         check_no_results(&opts.name, &opts.settings.out)?;
     }
@@ -122,20 +131,37 @@ fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, boo
         Ok(c) => Ok((c, false)),
         // Another supervisor created it since we looked: it is live.
         Err(RunError::Control(ControlError::Create(CreateError::AlreadyExists { .. }))) => {
-            open_existing(opts, registry)?
-                .map(|c| (c, true))
-                .ok_or_else(|| RunError::CreatedMeanwhile(opts.name.clone()))
+            match open_existing(opts, registry)? {
+                Existing::Resume(c) => Ok((c, true)),
+                _ => Err(RunError::CreatedMeanwhile(opts.name.clone())),
+            }
         }
         Err(e) => Err(e),
     }
 }
 
-/// Takes over run `opts.name` if it exists and its supervisor is dead
-/// (`None` if it does not exist). The leftovers of a run that was already
-/// handed off are removed, so the requested run starts afresh.
-fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Option<OpenRun>, RunError> {
+/// What `open_existing` found.
+#[derive(Debug)]
+enum Existing {
+    /// No such run (or the leftovers of a handed-off one, removed).
+    Absent,
+    /// A run whose supervisor died, taken over.
+    Resume(OpenRun),
+    /// A run whose supervisor died while creating it, before any role
+    /// started: removed; the lock keeps others away until the new run exists.
+    Discarded(startup::Discarded),
+}
+
+/// Takes over run `opts.name` if it exists and its supervisor is dead. The
+/// leftovers of a run that was already handed off, and a run whose
+/// supervisor died while creating it, are removed, so the requested run
+/// starts afresh.
+fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Existing, RunError> {
     if !segment::exists(&opts.name.segment(crate::control::PART)) {
-        return Ok(None);
+        return Ok(Existing::Absent);
+    }
+    if let Some(d) = startup::half_made_control(&opts.name)? {
+        return Ok(Existing::Discarded(d));
     }
     let cannot_resume = |e: RunError| match e {
         // A live supervisor is not damage: say so plainly.
@@ -162,7 +188,10 @@ fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Option<OpenRun
             opts.name,
             c.settings.out.display()
         );
-        return Ok(None);
+        return Ok(Existing::Absent);
+    }
+    if let Some(d) = startup::half_made_jobs(&c)? {
+        return Ok(Existing::Discarded(d));
     }
     let mut requested = opts.settings.clone();
     if !opts.seed_given {
@@ -180,7 +209,7 @@ fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Option<OpenRun
         });
     }
     c.control.take_over();
-    Ok(Some(c))
+    Ok(Existing::Resume(c))
 }
 
 /// Creates (new run) or opens (resumed run) the jobs' segments.
@@ -246,7 +275,9 @@ struct Supervisor {
     ready: bool,
     stop: Option<(EndCause, Instant)>,
     killed: bool,
-    gave_up: Option<(RoleId, ExitStatus)>,
+    gave_up: Option<(RoleId, ExitStatus, Option<String>)>,
+    /// The roles' stderr.
+    logs: RoleLogs,
     interrupted: bool,
     /// systemd's notification socket, when started by systemd.
     notifier: Option<Notifier>,
@@ -321,6 +352,7 @@ impl Supervisor {
             stop: None,
             killed: false,
             gave_up: None,
+            logs: RoleLogs::default(),
             interrupted: false,
             notifier: Notifier::from_env(),
         }
@@ -341,8 +373,11 @@ impl Supervisor {
     fn spawn(&mut self, slot: u32) {
         let role = self.role(slot);
         self.open.control.record_spawning(slot);
-        match spawn_role(&role, &self.opts.name) {
-            Ok(pid) => {
+        match spawn_role_piped(&role, &self.opts.name) {
+            Ok((pid, stderr)) => {
+                let display = &self.display;
+                self.logs
+                    .add(slot, stderr, &mut |l: &str| display.passthrough(l));
                 self.open.control.record_spawn(slot, pid);
                 self.slots.insert(slot, Slot::Running { pid });
             }
@@ -398,6 +433,8 @@ impl Supervisor {
                 }
             }
             self.reap();
+            let display = &self.display;
+            self.logs.pump(&mut |l: &str| display.passthrough(l));
             self.restart_due();
             self.coordinate();
             self.check_ready();
@@ -423,8 +460,12 @@ impl Supervisor {
                 .all(|s| matches!(s, Slot::Done | Slot::Dead));
             if all_over {
                 self.display.finish();
-                if let Some((role, status)) = self.gave_up {
-                    return Outcome::GaveUp { role, status };
+                if let Some((role, status, cause)) = self.gave_up.take() {
+                    return Outcome::GaveUp {
+                        role,
+                        status,
+                        cause,
+                    };
                 }
                 let cause = match &self.stop {
                     Some((c, _)) => c.clone(),
@@ -472,6 +513,9 @@ impl Supervisor {
             return;
         };
         let role = self.role(slot);
+        // Its last lines, before anything is decided on its exit.
+        let display = &self.display;
+        self.logs.drain(slot, &mut |l: &str| display.passthrough(l));
         self.open.control.record_exit(slot, status);
         // The process is reaped: it can no longer touch shared memory. Its
         // job may now take back what it held (the task pool requeues its
@@ -508,7 +552,8 @@ impl Supervisor {
             }
             Decision::GiveUp => {
                 self.slots.insert(slot, Slot::Dead);
-                self.gave_up = Some((role, status));
+                let cause = self.logs.last_error(slot).map(str::to_string);
+                self.gave_up = Some((role, status, cause));
                 let p = self.opts.policy;
                 self.display.warn(&format!(
                     "{role} {status}: more than {} within {:.1} s; stopping the run",
@@ -646,7 +691,11 @@ impl Supervisor {
         let seconds = self.seconds();
         self.open.control.set_prior_seconds(seconds);
         match outcome {
-            Outcome::GaveUp { role, status } => {
+            Outcome::GaveUp {
+                role,
+                status,
+                cause,
+            } => {
                 self.open.control.set_phase(RunPhase::Failed);
                 let p = self.opts.policy;
                 Err(RunError::RestartLimit {
@@ -655,7 +704,7 @@ impl Supervisor {
                     status,
                     max: p.max_restarts,
                     window: p.window.as_secs_f64(),
-                    cause: None,
+                    cause,
                 })
             }
             Outcome::Ended(cause) => {

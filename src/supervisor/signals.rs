@@ -13,6 +13,27 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+/// The signals the supervisor reads.
+fn mask() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        mask.add(s);
+    }
+    mask
+}
+
+/// Blocks the supervisor's signals in the calling thread: the first thing
+/// `forkring run` does, so that one arriving before [`Signals::install`]
+/// stays pending and is read from the signalfd then.
+pub(crate) fn block() -> nix::Result<()> {
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask()), None)
+}
+
 /// The signalfd and its mask.
 #[derive(Debug)]
 pub(crate) struct Signals {
@@ -22,15 +43,7 @@ pub(crate) struct Signals {
 impl Signals {
     /// Blocks the four signals in this thread and opens a signalfd for them.
     pub(crate) fn install() -> nix::Result<Signals> {
-        let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGINT,
-            Signal::SIGTERM,
-            Signal::SIGHUP,
-            Signal::SIGCHLD,
-        ] {
-            mask.add(s);
-        }
+        let mask = mask();
         pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         Ok(Signals { fd })

@@ -196,7 +196,8 @@ pub(crate) struct TaskOpts {
     /// [default: 3]
     #[arg(long, value_name = "N", help_heading = HEADING)]
     pub(crate) max_attempts: Option<u32>,
-    /// Seconds an `exec` task may run before it is killed [default: 60]
+    /// Seconds an `exec` task may run before it is killed, 0.000001 to 1e9
+    /// [default: 60]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
     pub(crate) task_timeout: Option<f64>,
     /// Largest task in bytes, 256 to 1048576; larger ones are refused at
