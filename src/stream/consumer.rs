@@ -30,9 +30,7 @@ use crate::shm::{Access, CommittedBytes, SpinPolicy};
 use super::{Rate, StreamFormat, StreamSettings};
 
 use super::export::{ExportWriter, WriterError};
-use super::layout::{
-    ProducerRecord, SLOT_HEADER, StreamControl, StreamSegmentError, StreamSegments,
-};
+use super::layout::{ProducerRecord, SLOT_HEADER, StreamSegmentError, StreamSegments};
 use super::output::{self, BatchRecord};
 use super::state::{ConsumerState, StateError, interpolate};
 
@@ -100,6 +98,24 @@ impl From<ConsumerError> for JobError {
             ConsumerError::Export(e @ WriterError::Stopped) => JobError::Failed(e.to_string()),
         }
     }
+}
+
+/// The producer's committed record while the producer may be running: a
+/// seqlock snapshot, retried while the producer keeps overtaking the read;
+/// an error if the record fails its checksum.
+fn producer_record(segs: &StreamSegments) -> Result<ProducerRecord, ConsumerError> {
+    let ctl = segs.control().map_err(StreamSegmentError::from)?;
+    let corrupt = |detail: String| ConsumerError::Segment(segs.corrupt(detail));
+    for _ in 0..1000 {
+        match ctl.producer.snapshot() {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => std::thread::yield_now(),
+            Err(e) => return Err(corrupt(format!("field producer: {e}"))),
+        }
+    }
+    Err(corrupt(
+        "field producer: the record changed during each of 64000 reads".into(),
+    ))
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ConsumerError + '_ {
@@ -350,7 +366,7 @@ impl Analyzer {
 /// The consumer's working state, attached to a run.
 #[derive(Debug)]
 pub(crate) struct Consumer<'a> {
-    ctl: &'a StreamControl,
+    segs: &'a StreamSegments,
     record: CommittedBytes<'a>,
     ring: RingConsumer<'a>,
     an: Analyzer,
@@ -372,10 +388,11 @@ impl<'a> Consumer<'a> {
     /// length, and resumes the ring at the committed position.
     pub(crate) fn attach(segs: &'a StreamSegments, dir: &Path) -> Result<Self, ConsumerError> {
         let s = segs.settings().clone();
-        let ctl = segs.control().map_err(StreamSegmentError::from)?;
         let record = segs.consumer_record()?;
         let mut words = vec![0u64; ConsumerState::words(s.dim, s.rate_window, s.batch)];
-        record.load(&mut words);
+        record
+            .load(&mut words)
+            .map_err(|e| segs.corrupt(format!("field consumer state: {e}")))?;
         let st = ConsumerState::decode(&words, s.dim, s.rate_window, s.batch)?;
         let path = dir.join(output::PARTIAL_NAME);
         let lost = |path: &Path, detail: String| ConsumerError::Output {
@@ -413,8 +430,8 @@ impl<'a> Consumer<'a> {
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         let ring = RingConsumer::resume_at(segs.ring_view()?, st.tail)?;
         Ok(Consumer {
-            bound: ctl.producer.load().1.next_seq,
-            ctl,
+            bound: producer_record(segs)?.next_seq,
+            segs,
             record,
             ring,
             slot: vec![0; s.slot_size() as usize / 8],
@@ -442,11 +459,8 @@ impl<'a> Consumer<'a> {
         &mut self.ring
     }
 
-    fn producer(&self) -> ProducerRecord {
-        self.ctl
-            .producer
-            .snapshot()
-            .unwrap_or_else(|| self.ctl.producer.load().1)
+    fn producer(&self) -> Result<ProducerRecord, ConsumerError> {
+        producer_record(self.segs)
     }
 
     /// Handles up to `max` available slots, then writes, commits and
@@ -463,14 +477,14 @@ impl<'a> Consumer<'a> {
             if seq >= self.bound {
                 // Untrusted: the producer commits its next sequence number
                 // before publishing a slot, so a larger one is corrupt.
-                let bound = self.producer().next_seq;
+                let bound = self.producer()?.next_seq;
                 self.bound = bound;
                 if seq >= bound {
                     return Err(ConsumerError::Sequence { seq, bound });
                 }
             }
             if seq > self.an.state().expected {
-                self.check_gap(seq, self.producer())?;
+                self.check_gap(seq, self.producer()?)?;
             }
             self.an.on_slot(bytemuck::cast_slice(&self.slot));
         }
@@ -535,7 +549,7 @@ impl<'a> Consumer<'a> {
         if self.an.state().finished {
             return Ok(true);
         }
-        let p = self.producer();
+        let p = self.producer()?;
         if p.finished != 1 || self.ring.tail() != p.head || self.ring.available(1)? != 0 {
             return Ok(false);
         }

@@ -26,8 +26,9 @@ use super::export::ExportSegment;
 use super::state::ConsumerState;
 
 /// Layout version of the stream job's segments (2: slots carry their
-/// scheduled time; the consumer state holds the rate window's timestamps).
-pub(crate) const VERSION: u32 = 2;
+/// scheduled time; the consumer state holds the rate window's timestamps;
+/// 3: committed records carry checksums).
+pub(crate) const VERSION: u32 = 3;
 /// Part names.
 pub(crate) const PARTS: [&str; 2] = ["stream", "ring"];
 /// Bytes of a slot's header (sequence, send time, scheduled time).
@@ -126,6 +127,7 @@ const STREAM_FP: u64 = Fingerprint::new("stream")
     .num(CommittedBytes::COPIES_OFFSET)
     .num(super::state::HEADER_WORDS)
     .bytes(super::state::ENCODING)
+    .bytes(crate::shm::commit::CHECKSUM_LAYOUT)
     .finish();
 const RING_FP: u64 = Fingerprint::new("ring")
     .num(std::mem::size_of::<Ring>())
@@ -283,6 +285,19 @@ impl StreamSegments {
     /// The fixed control block.
     pub fn control(&self) -> Result<&StreamControl, OutOfBounds> {
         self.control.body()
+    }
+    /// The producer's committed record, checked against its checksum (for
+    /// the producer itself, or while it is stopped).
+    pub(crate) fn producer_record(&self) -> Result<ProducerRecord, StreamSegmentError> {
+        self.control()?
+            .producer
+            .load()
+            .map(|(_, p)| p)
+            .map_err(|e| self.corrupt(format!("field producer: {e}")))
+    }
+    /// A corruption of the `stream` segment.
+    pub(crate) fn corrupt(&self, detail: String) -> StreamSegmentError {
+        SegmentsError::corrupt(self.control.name(), detail)
     }
     /// The validated ring.
     pub fn ring_view(&self) -> Result<RingView<'_>, RingError> {

@@ -139,7 +139,7 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     let s: &StreamSettings = ctx.settings()?;
     let segs = StreamSegments::open(ctx.run, s, Access::ReadWrite)?;
     let sc = segs.control()?;
-    let (_, mut rec) = sc.producer.load();
+    let mut rec = segs.producer_record()?;
     let view = segs.ring_view()?;
     let mut ring = RingProducer::resume_at(view, rec.head)?;
     sc.stats.producer_attaches.add(1);
