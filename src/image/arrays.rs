@@ -207,6 +207,23 @@ impl<'a> BitMask<'a> {
         n
     }
 
+    /// The mask's words in order, bits beyond `len` in the last one cleared
+    /// (for the handoff's audit, once the roles stopped).
+    pub(crate) fn words(&self) -> impl Iterator<Item = u64> + '_ {
+        let len = self.len as usize;
+        (0..len.div_ceil(64)).map(move |w| {
+            let p = self.ptr.as_ptr().wrapping_add(w);
+            // SAFETY: w < words(len), inside the mask, aligned.
+            let v = unsafe { p.read() };
+            let lo = w * 64;
+            if lo + 64 > len {
+                v & ((1u64 << (len - lo)) - 1)
+            } else {
+                v
+            }
+        })
+    }
+
     /// Address of the word holding bit `i`, for a prefetch hint.
     #[inline]
     pub(crate) fn addr(&self, i: u32) -> *const u8 {
