@@ -30,7 +30,9 @@ use crate::shm::{Access, CommittedBytes, SpinPolicy};
 use super::{Rate, StreamFormat, StreamSettings};
 
 use super::export::{ExportWriter, WriterError};
-use super::layout::{ProducerRecord, SLOT_HEADER, StreamSegmentError, StreamSegments};
+use super::layout::{
+    ProducerRecord, SLOT_HEADER, SLOT_SUM, StreamSegmentError, StreamSegments, slot_sum,
+};
 use super::output::{self, BatchRecord};
 use super::state::{ConsumerState, StateError, interpolate};
 
@@ -55,6 +57,18 @@ pub(crate) enum ConsumerError {
         seq: u64,
         /// Producer's next sequence number.
         bound: u64,
+    },
+    /// A slot fails its checksum.
+    #[error(
+        "segment ring: the slot at position {position} fails its checksum (stored {stored:#018x}, computed {computed:#018x})"
+    )]
+    SlotChecksum {
+        /// Ring position of the slot.
+        position: u32,
+        /// Checksum in the slot.
+        stored: u64,
+        /// Checksum of the slot as read.
+        computed: u64,
     },
     /// A gap longer than the dropouts the producer has committed.
     #[error(
@@ -89,9 +103,9 @@ impl From<ConsumerError> for JobError {
             ConsumerError::Segment(s) => JobError::Segments(s),
             ConsumerError::Ring(r) => r.into(),
             ConsumerError::State(s) => JobError::corrupt("stream", s.to_string()),
-            e @ (ConsumerError::Sequence { .. } | ConsumerError::Gap { .. }) => {
-                JobError::corrupt("ring", e.to_string())
-            }
+            e @ (ConsumerError::Sequence { .. }
+            | ConsumerError::Gap { .. }
+            | ConsumerError::SlotChecksum { .. }) => JobError::corrupt("ring", e.to_string()),
             e @ ConsumerError::Output { .. } => JobError::Failed(e.to_string()),
             ConsumerError::Export(WriterError::Job(j)) => j,
             ConsumerError::Export(WriterError::Ring(r)) => r.into(),
@@ -473,6 +487,16 @@ impl<'a> Consumer<'a> {
         for k in 0..n {
             self.ring.copy_slot(k, &mut self.slot);
             let slot: &[u8] = bytemuck::cast_slice(&self.slot);
+            let stored =
+                u64::from_le_bytes(slot[SLOT_SUM..SLOT_HEADER].try_into().expect("slot header"));
+            let computed = slot_sum(slot);
+            if stored != computed {
+                return Err(ConsumerError::SlotChecksum {
+                    position: self.ring.tail().wrapping_add(k),
+                    stored,
+                    computed,
+                });
+            }
             let seq = Analyzer::slot_seq(slot);
             if seq >= self.bound {
                 // Untrusted: the producer commits its next sequence number

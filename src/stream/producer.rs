@@ -54,6 +54,8 @@ pub fn write_slot(
             .iter_mut()
             .for_each(|x| *x = f32::from_bits(x.to_bits().to_le()));
     }
+    let sum = super::layout::slot_sum(slot);
+    slot[super::layout::SLOT_SUM..SLOT_HEADER].copy_from_slice(&sum.to_le_bytes());
     Ok(())
 }
 
