@@ -64,6 +64,15 @@ impl Bits {
     }
 }
 
+/// A bijective mix of a (position, colour) pair (splitmix64's finaliser).
+#[inline]
+fn mix(p: u32, c: u32) -> u64 {
+    let mut z = (p as u64) << 32 | c as u64;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The first word where `mask` and `bits` differ, as (bit index, in mask).
 fn first_difference(mask: &BitMask<'_>, bits: &Bits) -> Option<(u64, bool)> {
     mask.words()
@@ -99,6 +108,14 @@ pub(crate) fn audit(v: &ImageView<'_>, count: u32, pixels: &[u8]) -> Result<(), 
         let o = p as usize * 3;
         (pixels[o] as u32) << 16 | (pixels[o + 1] as u32) << 8 | pixels[o + 2] as u32
     };
+    // The pixels are compared with the history as multisets of (position,
+    // colour) pairs, through a sum of a bijective 64-bit mix of each pair:
+    // both sides are read in order (the history by iteration, the pixels by
+    // position), where comparing pixel by pixel would read the pixels in
+    // random order (1.7 s at 4096x4096, against 48 MiB of cache misses).
+    // Equal multisets give equal sums; different ones collide with
+    // probability about 2^-64. A mismatch is then located exactly.
+    let mut history_sum = 0u64;
     for i in 0..count {
         let (p, c) = match (v.positions.get(i), v.colours.get(i)) {
             (Some(p), Some(c)) if p < n => (p, c),
@@ -124,30 +141,40 @@ pub(crate) fn audit(v: &ImageView<'_>, count: u32, pixels: &[u8]) -> Result<(), 
                 format!("iteration {i} uses colour #{c:06x} a second time"),
             ));
         }
+        history_sum = history_sum.wrapping_add(mix(p, c));
+    }
+    let mut image_sum = 0u64;
+    for p in 0..n {
         let found = rgb(p);
-        if found != c {
+        if pos.get(p) {
+            image_sum = image_sum.wrapping_add(mix(p, found));
+        } else if found != 0 {
             return Err(fail(
                 "pixels",
                 "replay",
                 format!(
-                    "pixel {p} (x {}, y {}) is #{found:06x}, but iteration {i} painted it #{c:06x}",
+                    "pixel {p} (x {}, y {}) is #{found:06x}, but no iteration painted it",
                     p % v.width,
-                    p / v.width
+                    p / v.width,
                 ),
             ));
         }
     }
-    if let Some(p) = (0..n).find(|&p| !pos.get(p) && rgb(p) != 0) {
-        return Err(fail(
-            "pixels",
-            "replay",
-            format!(
-                "pixel {p} (x {}, y {}) is #{:06x}, but no iteration painted it",
+    if image_sum != history_sum {
+        let wrong = (0..count).find_map(|i| {
+            let (p, c) = (v.positions.get(i)?, v.colours.get(i)?);
+            (rgb(p) != c).then_some((i, p, c))
+        });
+        let detail = match wrong {
+            Some((i, p, c)) => format!(
+                "pixel {p} (x {}, y {}) is #{:06x}, but iteration {i} painted it #{c:06x}",
                 p % v.width,
                 p / v.width,
                 rgb(p)
             ),
-        ));
+            None => "the pixels differ from the replayed history".to_string(),
+        };
+        return Err(fail("pixels", "replay", detail));
     }
     // 3. The masks hold exactly the history's positions and colours.
     for (part, mask, bits) in [("posmask", &v.posmask, &pos), ("colmask", &v.colmask, &col)] {
