@@ -77,7 +77,7 @@ fn stream_handoff_publishes_committed_slots() {
     let ctl = segs.control().unwrap();
     let g = Generator::new(&s);
     let mut ring = RingProducer::attach(segs.ring_view().unwrap()).unwrap();
-    let (_, mut rec) = ctl.producer.load();
+    let (_, mut rec) = ctl.producer.load().unwrap();
     for chunk in 0..2 {
         assert!(ring.free(20).unwrap() >= 20);
         for k in 0..20 {
@@ -210,7 +210,7 @@ fn a_corrupt_sequence_count_is_refused() {
     let (run, control) = make_run(&sc, None, Some(&s));
     let segs = StreamSegments::create(&run, &s).unwrap();
     let ctl = segs.control().unwrap();
-    let (_, mut rec) = ctl.producer.load();
+    let (_, mut rec) = ctl.producer.load().unwrap();
     rec.next_seq = 1 << 40; // no slot, no dropout: a gap of 2^40 is impossible
     ctl.producer.commit(rec);
     drop(segs);

@@ -100,10 +100,11 @@ fn ring_job(s: &StreamSettings, tag: &str) -> Result<(f64, f64), BenchError> {
     let secs = start.elapsed().as_secs_f64();
     let sc = segs.control()?;
     let cpu = (sc.stats.producer_cpu_ns.get() + sc.stats.consumer_cpu_ns.get()) as f64 / 1e9;
-    let p = sc.producer.load().1;
+    let p = segs.producer_record()?;
     let rec = segs.consumer_record()?;
     let mut w = vec![0u64; ConsumerState::words(s.dim, s.rate_window, s.batch)];
-    rec.load(&mut w);
+    rec.load(&mut w)
+        .map_err(|e| segs.corrupt(format!("field consumer state: {e}")))?;
     let st = ConsumerState::decode(&w, s.dim, s.rate_window, s.batch)
         .map_err(|e| BenchError::Job(crate::job::JobError::corrupt("stream", e.to_string())))?;
     let want = s.count.unwrap_or(0);

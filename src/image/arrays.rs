@@ -115,6 +115,54 @@ impl<'a> Packed24<'a> {
         (u32::from_le_bytes(raw) ^ i) & 0xff_ffff
     }
 
+    /// Logical index of physical slot `slot` (`< len`): the inverse of
+    /// `slot`.
+    #[inline]
+    fn index(&self, slot: u32) -> u32 {
+        if slot < self.half {
+            2 * slot
+        } else {
+            2 * (slot - self.half) + 1
+        }
+    }
+
+    /// Calls `f(i, value)` for every entry whose value is not its own index
+    /// `i` (in storage order) until `f` returns `false`. Every other entry
+    /// holds its index: stored XOR the index, it is zero bytes, so whole
+    /// zero words are skipped and a barely shuffled array is read at memory
+    /// speed. For the handoff's audit, once the roles stopped.
+    pub(crate) fn for_each_moved(&self, mut f: impl FnMut(u32, u32) -> bool) {
+        let len = self.len as usize;
+        let bytes = len * ENTRY;
+        let base = self.ptr.as_ptr();
+        // Slots below this one are done.
+        let mut next = 0usize;
+        let mut at = 0usize;
+        while at < bytes {
+            // SAFETY: at < len * 3, and packed_bytes(len) = len * 3 + 8
+            // bytes from ptr are mapped (type invariant): the 8 bytes from
+            // `at` are inside. An unaligned read of plain bytes.
+            let word = unsafe { base.add(at).cast::<u64>().read_unaligned() };
+            if word != 0 {
+                let last = ((at + 7) / ENTRY).min(len - 1);
+                for slot in (at / ENTRY).max(next)..=last {
+                    // SAFETY: slot < len: its 3 bytes and one more (slack
+                    // for the last) are inside packed_bytes(len).
+                    let raw = unsafe { base.add(slot * ENTRY).cast::<[u8; 4]>().read_unaligned() };
+                    let raw = u32::from_le_bytes(raw) & 0xff_ffff;
+                    if raw != 0 {
+                        let i = self.index(slot as u32);
+                        if !f(i, raw ^ i) {
+                            return;
+                        }
+                    }
+                }
+                next = last + 1;
+            }
+            at += 8;
+        }
+    }
+
     /// Entry `i`, or `None` if `i` is out of range.
     pub(crate) fn get(&self, i: u32) -> Option<u32> {
         // SAFETY: checked just before.
@@ -207,6 +255,23 @@ impl<'a> BitMask<'a> {
         n
     }
 
+    /// The mask's words in order, bits beyond `len` in the last one cleared
+    /// (for the handoff's audit, once the roles stopped).
+    pub(crate) fn words(&self) -> impl Iterator<Item = u64> + '_ {
+        let len = self.len as usize;
+        (0..len.div_ceil(64)).map(move |w| {
+            let p = self.ptr.as_ptr().wrapping_add(w);
+            // SAFETY: w < words(len), inside the mask, aligned.
+            let v = unsafe { p.read() };
+            let lo = w * 64;
+            if lo + 64 > len {
+                v & ((1u64 << (len - lo)) - 1)
+            } else {
+                v
+            }
+        })
+    }
+
     /// Address of the word holding bit `i`, for a prefetch hint.
     #[inline]
     pub(crate) fn addr(&self, i: u32) -> *const u8 {
@@ -296,6 +361,13 @@ mod tests {
         assert_eq!(a.get(4), Some(4));
         assert_eq!(a.get(7), Some(7));
         assert_eq!(a.get(100), None);
+        let mut moved = Vec::new();
+        a.for_each_moved(|i, v| {
+            moved.push((i, v));
+            true
+        });
+        moved.sort();
+        assert_eq!(moved, vec![(5, 0xabcdef), (6, 1)]);
         // Odd lengths: the halves still form a bijection.
         let b = Packed24::new(region, 7).unwrap();
         let mut slots: Vec<usize> = (0..7).map(|i| b.slot(i)).collect();

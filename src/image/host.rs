@@ -10,6 +10,7 @@ use crate::shm::turn::Party;
 use crate::shm::{Access, RunName};
 
 use super::ImageSettings;
+use super::audit::audit;
 use super::history::{self, HistoryHeader};
 use super::layout::{ImageSegmentError, ImageSegments};
 
@@ -92,23 +93,22 @@ impl JobHost for ImageHost {
                 ),
             ));
         }
-        // Every committed iteration set one position bit and one colour
-        // bit: the masks' popcounts must equal the turn.
-        let names = self.segs.names();
-        for (mask, name) in [(&v.posmask, names[2]), (&v.colmask, names[3])] {
-            let ones = mask.count_ones();
-            if ones != count as u64 {
-                return Err(JobError::corrupt(
-                    name,
-                    format!(
-                        "{ones} bits are set, but the turn says {count} iterations are committed"
-                    ),
-                ));
-            }
-        }
+        // Before anything is written: the segments must agree with each
+        // other (the turn, the masks, the replayed history, the pixels), or
+        // the handoff refuses and keeps them.
+        (ctx.note)("checking the image segments");
+        let pixels = v.pixels.to_vec();
+        audit(&v, count, &pixels).map_err(|e| {
+            let names = self.segs.names();
+            let name = super::layout::PARTS
+                .iter()
+                .position(|p| *p == e.part)
+                .map_or(e.part, |i| names[i]);
+            JobError::corrupt(name, e.to_string())
+        })?;
         (ctx.note)("writing image.png");
         let png = write_atomic(&out.join("image.png"), |w| {
-            encode_png(w, v.width, v.height, &v.pixels.to_vec())
+            encode_png(w, v.width, v.height, &pixels)
         })?;
         let header = HistoryHeader {
             width: v.width,

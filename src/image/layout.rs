@@ -24,8 +24,9 @@ use super::ImageSettings;
 
 use super::arrays::{BitMask, Packed24, Pixels, mask_bytes, packed_bytes};
 
-/// Layout version shared by the image job's segments.
-pub(crate) const VERSION: u32 = 1;
+/// Layout version shared by the image job's segments (2: the journals'
+/// records carry checksums).
+pub(crate) const VERSION: u32 = 2;
 /// Number of 24-bit colours.
 pub(crate) const COLOURS: u32 = 1 << 24;
 
@@ -142,6 +143,8 @@ const CONTROL_FP: u64 = Fingerprint::new("image")
     .num(std::mem::offset_of!(StepRecord, col_k))
     .num(std::mem::size_of::<PartyStats>())
     .num(std::mem::size_of::<Timing>())
+    .num(std::mem::size_of::<Journal<StepRecord>>())
+    .bytes(crate::shm::commit::CHECKSUM_LAYOUT)
     .finish();
 const PIXELS_FP: u64 = Fingerprint::new("pixels").num(3).finish();
 const POSMASK_FP: u64 = Fingerprint::new("posmask").num(64).finish();

@@ -8,10 +8,12 @@
 //! - [`step`]: one iteration as a redo-logged transaction (crash safety);
 //! - [`role`]: the ping/pong processes;
 //! - [`host`]: the supervisor's side (progress, handoff);
+//! - [`audit`]: the handoff's checks of the segments before a result;
 //! - [`history`]: the `history.bin` format;
 //! - [`render`]: `forkring render` and the checks of `forkring verify`.
 
 pub(crate) mod arrays;
+pub(crate) mod audit;
 pub mod history;
 pub(crate) mod host;
 pub mod layout;

@@ -54,6 +54,14 @@ pub enum StepError {
         /// The record.
         record: StepRecord,
     },
+    /// A journal's record fails its checksum.
+    #[error("field journals[{party}]: {source}")]
+    JournalChecksum {
+        /// 0 for ping, 1 for pong.
+        party: usize,
+        /// The mismatch.
+        source: crate::shm::commit::ChecksumMismatch,
+    },
 }
 
 impl StepError {
@@ -61,7 +69,7 @@ impl StepError {
     pub(crate) fn part(&self) -> &'static str {
         match self {
             StepError::BadPosition { .. } => "history",
-            StepError::BadJournal { .. } => "image",
+            StepError::BadJournal { .. } | StepError::JournalChecksum { .. } => "image",
         }
     }
 }
@@ -214,7 +222,13 @@ impl<'a> Stepper<'a> {
             return Ok(Recovery::Clean);
         };
         let s = token.seq();
-        let Some(rec) = self.v.ctl.journals[party.index()].armed_for(s as u64) else {
+        let armed = self.v.ctl.journals[party.index()]
+            .armed_for(s as u64)
+            .map_err(|source| StepError::JournalChecksum {
+                party: party.index(),
+                source,
+            })?;
+        let Some(rec) = armed else {
             return Ok(Recovery::Clean);
         };
         let r = self.validate(rec, s, party.index())?;

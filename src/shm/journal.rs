@@ -11,11 +11,24 @@
 //! `armed_for() == Some(s)`, the step may be partly applied: re-apply the
 //! record, then commit. If the journal is not armed for `s`, the step had not
 //! started changing data and is simply run again.
+//!
+//! The record carries a checksum of itself and of the `armed` value it is
+//! written for, stored with the record before `armed` is published: a stray
+//! write into the record, or an `armed` word rewritten to point at a stale
+//! record, is reported ([`ChecksumMismatch`]) instead of re-applied.
 
 use bytemuck::Pod;
 use std::sync::atomic::{AtomicU64, Ordering, compiler_fence};
 
 use super::cell::{ShmSafe, VolatileCell};
+use super::commit::{ChecksumMismatch, Sum};
+
+/// The checksum of `rec` armed as `armed`.
+fn sum_of<T: Pod>(armed: u64, rec: &T) -> u64 {
+    let mut s = Sum::new(armed);
+    s.bytes(bytemuck::bytes_of(rec));
+    s.finish()
+}
 
 /// A redo journal holding one record of type `T`.
 #[repr(C)]
@@ -23,6 +36,8 @@ pub struct Journal<T: Pod> {
     /// `s + 1` once the record for step `s` is complete; 0 when never armed.
     armed: AtomicU64,
     record: VolatileCell<T>,
+    /// Checksum of `record` and of the `armed` value it was written for.
+    sum: VolatileCell<u64>,
 }
 
 impl<T: Pod> std::fmt::Debug for Journal<T> {
@@ -41,10 +56,12 @@ impl<T: Pod> Journal<T> {
     /// record is armed and ordered before any store the caller makes next.
     #[inline]
     pub fn arm(&self, step: u64, rec: T) {
+        let armed = step.wrapping_add(1);
         self.record.write(rec);
-        // SYNC POINT: release of the record; acquired by `armed_for` (in the
-        // restarted process that recovers).
-        self.armed.store(step.wrapping_add(1), Ordering::Release);
+        self.sum.write(sum_of(armed, &rec));
+        // SYNC POINT: release of the record and its checksum; acquired by
+        // `armed_for` (in the restarted process that recovers).
+        self.armed.store(armed, Ordering::Release);
         // Ordering against a kill, not against another thread: the data
         // stores the caller makes next must not come before the `armed`
         // store in the instruction stream, or a SIGKILL between them would
@@ -57,11 +74,25 @@ impl<T: Pod> Journal<T> {
         compiler_fence(Ordering::SeqCst);
     }
 
-    /// The armed record if the journal is armed for step `step`.
-    pub(crate) fn armed_for(&self, step: u64) -> Option<T> {
-        // SYNC POINT: acquire side of `arm`.
+    /// The armed record if the journal is armed for step `step`; an error
+    /// if it is armed for `step` but the record fails its checksum.
+    pub(crate) fn armed_for(&self, step: u64) -> Result<Option<T>, ChecksumMismatch> {
+        // SYNC POINT: acquire side of `arm`: the record and its checksum
+        // were written before `armed`.
         let a = self.armed.load(Ordering::Acquire);
-        (a == step.wrapping_add(1)).then(|| self.record.read())
+        if a != step.wrapping_add(1) {
+            return Ok(None);
+        }
+        let rec = self.record.read();
+        let (stored, computed) = (self.sum.read(), sum_of(a, &rec));
+        if stored != computed {
+            return Err(ChecksumMismatch {
+                generation: a,
+                stored,
+                computed,
+            });
+        }
+        Ok(Some(rec))
     }
 
     #[cfg(test)]
@@ -80,13 +111,23 @@ mod tests {
     fn arm_and_query() {
         // SAFETY: Journal<[u64; 2]> is valid for all-zero bytes.
         let j: Box<Journal<[u64; 2]>> = unsafe { Box::new_zeroed().assume_init() };
-        assert_eq!(j.armed_for(0), None);
+        assert_eq!(j.armed_for(0), Ok(None));
         assert_eq!(j.last_armed(), None);
         j.arm(0, [1, 2]);
-        assert_eq!(j.armed_for(0), Some([1, 2]));
-        assert_eq!(j.armed_for(1), None);
+        assert_eq!(j.armed_for(0), Ok(Some([1, 2])));
+        assert_eq!(j.armed_for(1), Ok(None));
         j.arm(7, [3, 4]);
-        assert_eq!(j.armed_for(7), Some([3, 4]));
+        assert_eq!(j.armed_for(7), Ok(Some([3, 4])));
         assert_eq!(j.last_armed(), Some(7));
+        // A stray write into the record.
+        j.record.write([3, 5]);
+        assert!(j.armed_for(7).is_err());
+        j.record.write([3, 4]);
+        assert_eq!(j.armed_for(7), Ok(Some([3, 4])));
+        // `armed` rewritten to another step: the record was not written for
+        // it.
+        j.armed.store(9, Ordering::Relaxed);
+        assert!(j.armed_for(8).is_err());
+        assert_eq!(j.armed_for(7), Ok(None));
     }
 }

@@ -645,8 +645,15 @@ impl<'a> TaskTable<'a> {
     }
 
     /// What client `c` committed about its submissions.
-    pub fn client_progress(&self, c: u32) -> ClientProgress {
-        self.client(c).progress.load().1
+    pub fn client_progress(&self, c: u32) -> Result<ClientProgress, TableError> {
+        self.client(c)
+            .progress
+            .load()
+            .map(|(_, p)| p)
+            .map_err(|e| TableError::Params {
+                segment: self.segment.to_string(),
+                detail: format!("client record {c}: {e}"),
+            })
     }
 
     /// Commits client `c`'s progress (its single writer is that client).

@@ -31,7 +31,7 @@ use super::{Rate, StreamFormat, StreamSettings};
 
 use super::export::{ExportWriter, WriterError};
 use super::layout::{
-    ProducerRecord, SLOT_HEADER, StreamControl, StreamSegmentError, StreamSegments,
+    ProducerRecord, SLOT_HEADER, SLOT_SUM, StreamSegmentError, StreamSegments, slot_sum,
 };
 use super::output::{self, BatchRecord};
 use super::state::{ConsumerState, StateError, interpolate};
@@ -57,6 +57,18 @@ pub(crate) enum ConsumerError {
         seq: u64,
         /// Producer's next sequence number.
         bound: u64,
+    },
+    /// A slot fails its checksum.
+    #[error(
+        "segment ring: the slot at position {position} fails its checksum (stored {stored:#018x}, computed {computed:#018x})"
+    )]
+    SlotChecksum {
+        /// Ring position of the slot.
+        position: u32,
+        /// Checksum in the slot.
+        stored: u64,
+        /// Checksum of the slot as read.
+        computed: u64,
     },
     /// A gap longer than the dropouts the producer has committed.
     #[error(
@@ -104,9 +116,9 @@ impl From<ConsumerError> for JobError {
             ConsumerError::Segment(s) => JobError::Segments(s),
             ConsumerError::Ring(r) => r.into(),
             ConsumerError::State(s) => JobError::corrupt("stream", s.to_string()),
-            e @ (ConsumerError::Sequence { .. } | ConsumerError::Gap { .. }) => {
-                JobError::corrupt("ring", e.to_string())
-            }
+            e @ (ConsumerError::Sequence { .. }
+            | ConsumerError::Gap { .. }
+            | ConsumerError::SlotChecksum { .. }) => JobError::corrupt("ring", e.to_string()),
             e @ ConsumerError::Output { .. } => JobError::Failed(e.to_string()),
             e @ ConsumerError::Lost { .. } => JobError::Lost(e.to_string()),
             ConsumerError::Export(WriterError::Job(j)) => j,
@@ -114,6 +126,24 @@ impl From<ConsumerError> for JobError {
             ConsumerError::Export(e @ WriterError::Stopped) => JobError::Failed(e.to_string()),
         }
     }
+}
+
+/// The producer's committed record while the producer may be running: a
+/// seqlock snapshot, retried while the producer keeps overtaking the read;
+/// an error if the record fails its checksum.
+fn producer_record(segs: &StreamSegments) -> Result<ProducerRecord, ConsumerError> {
+    let ctl = segs.control().map_err(StreamSegmentError::from)?;
+    let corrupt = |detail: String| ConsumerError::Segment(segs.corrupt(detail));
+    for _ in 0..1000 {
+        match ctl.producer.snapshot() {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => std::thread::yield_now(),
+            Err(e) => return Err(corrupt(format!("field producer: {e}"))),
+        }
+    }
+    Err(corrupt(
+        "field producer: the record changed during each of 64000 reads".into(),
+    ))
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ConsumerError + '_ {
@@ -373,7 +403,7 @@ impl Analyzer {
 /// The consumer's working state, attached to a run.
 #[derive(Debug)]
 pub(crate) struct Consumer<'a> {
-    ctl: &'a StreamControl,
+    segs: &'a StreamSegments,
     record: CommittedBytes<'a>,
     ring: RingConsumer<'a>,
     an: Analyzer,
@@ -395,10 +425,11 @@ impl<'a> Consumer<'a> {
     /// length, and resumes the ring at the committed position.
     pub(crate) fn attach(segs: &'a StreamSegments, dir: &Path) -> Result<Self, ConsumerError> {
         let s = segs.settings().clone();
-        let ctl = segs.control().map_err(StreamSegmentError::from)?;
         let record = segs.consumer_record()?;
         let mut words = vec![0u64; ConsumerState::words(s.dim, s.rate_window, s.batch)];
-        record.load(&mut words);
+        record
+            .load(&mut words)
+            .map_err(|e| segs.corrupt(format!("field consumer state: {e}")))?;
         let st = ConsumerState::decode(&words, s.dim, s.rate_window, s.batch)?;
         let path = dir.join(output::PARTIAL_NAME);
         let lost = |path: &Path, detail: String| ConsumerError::Lost {
@@ -434,8 +465,8 @@ impl<'a> Consumer<'a> {
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         let ring = RingConsumer::resume_at(segs.ring_view()?, st.tail)?;
         Ok(Consumer {
-            bound: ctl.producer.load().1.next_seq,
-            ctl,
+            bound: producer_record(segs)?.next_seq,
+            segs,
             record,
             ring,
             slot: vec![0; s.slot_size() as usize / 8],
@@ -463,11 +494,8 @@ impl<'a> Consumer<'a> {
         &mut self.ring
     }
 
-    fn producer(&self) -> ProducerRecord {
-        self.ctl
-            .producer
-            .snapshot()
-            .unwrap_or_else(|| self.ctl.producer.load().1)
+    fn producer(&self) -> Result<ProducerRecord, ConsumerError> {
+        producer_record(self.segs)
     }
 
     /// Handles up to `max` available slots, then writes, commits and
@@ -480,18 +508,28 @@ impl<'a> Consumer<'a> {
         for k in 0..n {
             self.ring.copy_slot(k, &mut self.slot);
             let slot: &[u8] = bytemuck::cast_slice(&self.slot);
+            let stored =
+                u64::from_le_bytes(slot[SLOT_SUM..SLOT_HEADER].try_into().expect("slot header"));
+            let computed = slot_sum(slot);
+            if stored != computed {
+                return Err(ConsumerError::SlotChecksum {
+                    position: self.ring.tail().wrapping_add(k),
+                    stored,
+                    computed,
+                });
+            }
             let seq = Analyzer::slot_seq(slot);
             if seq >= self.bound {
                 // Untrusted: the producer commits its next sequence number
                 // before publishing a slot, so a larger one is corrupt.
-                let bound = self.producer().next_seq;
+                let bound = self.producer()?.next_seq;
                 self.bound = bound;
                 if seq >= bound {
                     return Err(ConsumerError::Sequence { seq, bound });
                 }
             }
             if seq > self.an.state().expected {
-                self.check_gap(seq, self.producer())?;
+                self.check_gap(seq, self.producer()?)?;
             }
             self.an.on_slot(bytemuck::cast_slice(&self.slot));
         }
@@ -556,7 +594,7 @@ impl<'a> Consumer<'a> {
         if self.an.state().finished {
             return Ok(true);
         }
-        let p = self.producer();
+        let p = self.producer()?;
         if p.finished != 1 || self.ring.tail() != p.head || self.ring.available(1)? != 0 {
             return Ok(false);
         }

@@ -284,8 +284,9 @@ fn slot_size(dim: u32, batch: u32) -> u32 {
     ((SLOT_PREFIX + ID_MAX + body).next_multiple_of(8)) as u32
 }
 
-/// Layout version of the export segment.
-pub(crate) const VERSION: u32 = 1;
+/// Layout version of the export segment (2: committed records carry
+/// checksums).
+pub(crate) const VERSION: u32 = 2;
 /// Part name.
 pub(crate) const PART: &str = "export";
 
@@ -397,6 +398,7 @@ const EXPORT_FP: u64 = Fingerprint::new("export")
     .num(RING_AT)
     .num(SLOT_PREFIX)
     .num(wire::VERSION as usize)
+    .bytes(crate::shm::commit::CHECKSUM_LAYOUT)
     .finish();
 
 /// The segment spec for these settings.
@@ -509,8 +511,8 @@ impl ExportSegment {
     /// has seen (received and filled in).
     pub(crate) fn figures(&self, total: u64) -> Option<ExportFigures> {
         let c = self.control().ok()?;
-        let w = c.writer.snapshot()?;
-        let e = c.exporter.snapshot()?;
+        let w = c.writer.snapshot().ok()??;
+        let e = c.exporter.snapshot().ok()??;
         let exported = e.vectors;
         let dropped = w.dropped_vectors + e.abandoned_vectors;
         Some(ExportFigures {
@@ -627,7 +629,10 @@ impl<'a> ExportWriter<'a> {
         liveness: Liveness<'a>,
     ) -> Result<Self, JobError> {
         let ctl = seg.control()?;
-        let (_, rec) = ctl.writer.load();
+        let (_, rec) = ctl
+            .writer
+            .load()
+            .map_err(|e| SegmentsError::corrupt(seg.name(), format!("field writer: {e}")))?;
         let ring = RingProducer::resume_at(seg.ring_view()?, rec.head)?;
         Ok(ExportWriter {
             ring,
@@ -891,7 +896,10 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     };
     let seg = ExportSegment::open(ctx.run, x, s.dim, s.batch, Access::ReadWrite)?;
     let ctl = seg.control()?;
-    let (_, rec) = ctl.exporter.load();
+    let (_, rec) = ctl
+        .exporter
+        .load()
+        .map_err(|e| SegmentsError::corrupt(seg.name(), format!("field exporter: {e}")))?;
     let ring = RingConsumer::resume_at(seg.ring_view()?, rec.tail)?;
     ctl.stats.attaches.add(1);
     ctx.attached();

@@ -130,7 +130,7 @@ impl StreamHost {
         let s = self.segs.settings();
         let rec = self.segs.consumer_record().ok()?;
         let mut w = vec![0u64; ConsumerState::words(s.dim, s.rate_window, s.batch)];
-        if !rec.snapshot(&mut w) {
+        if rec.snapshot(&mut w) != Ok(true) {
             return None;
         }
         ConsumerState::decode(&w, s.dim, s.rate_window, s.batch).ok()
@@ -196,7 +196,7 @@ impl JobHost for StreamHost {
             .segs
             .control()
             .ok()
-            .and_then(|c| c.producer.snapshot())
+            .and_then(|c| c.producer.snapshot().ok().flatten())
             .unwrap_or_default();
         let c = self.consumer_state();
         let of = |f: fn(&ConsumerState) -> u64| c.as_ref().map_or(0, f);
@@ -232,7 +232,7 @@ impl JobHost for StreamHost {
         let sc = self.segs.control()?;
         // Every role has exited. If the producer did not get to commit its
         // end (killed at the stop timeout), its committed record is the end.
-        let (_, mut p) = sc.producer.load();
+        let mut p = self.segs.producer_record()?;
         if p.finished != 1 {
             p.finished = 1;
             sc.producer.commit(p);

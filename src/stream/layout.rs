@@ -5,9 +5,10 @@
 //! | `forkring.NAME.stream` | [`StreamControl`]: parameters, the finish flag, the producer's committed record, then the consumer's committed state (variable size, see `state.rs`) |
 //! | `forkring.NAME.ring` | the SPSC ring: control block, then `ring_slots` slots of `24 + 4 * dim` bytes, rounded up to 8 |
 //!
-//! A slot holds: sequence number, send time, scheduled time (u64 LE each;
-//! times in CLOCK_MONOTONIC ns, the scheduled time 0 with `--rate max`),
-//! then `dim` f32 LE values.
+//! A slot holds: sequence number, send time, scheduled time, checksum (u64
+//! LE each; times in CLOCK_MONOTONIC ns, the scheduled time 0 with `--rate
+//! max`), then `dim` f32 LE values. The checksum ([`slot_sum`]) covers every
+//! other word of the slot; the consumer refuses a slot that fails it.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -26,12 +27,35 @@ use super::export::ExportSegment;
 use super::state::ConsumerState;
 
 /// Layout version of the stream job's segments (2: slots carry their
-/// scheduled time; the consumer state holds the rate window's timestamps).
-pub(crate) const VERSION: u32 = 2;
+/// scheduled time; the consumer state holds the rate window's timestamps;
+/// 3: committed records and ring slots carry checksums).
+pub(crate) const VERSION: u32 = 3;
 /// Part names.
 pub(crate) const PARTS: [&str; 2] = ["stream", "ring"];
-/// Bytes of a slot's header (sequence, send time, scheduled time).
-pub const SLOT_HEADER: usize = 24;
+/// Bytes of a slot's header (sequence, send time, scheduled time,
+/// checksum).
+pub const SLOT_HEADER: usize = 32;
+/// Offset of the checksum in a slot.
+pub(crate) const SLOT_SUM: usize = 24;
+
+/// The checksum of a slot (`slot.len()` a multiple of 8): over every word
+/// but the checksum itself, two independent lanes (a sum, and a sum
+/// weighted by odd factors) that the compiler can vectorise. Catches any
+/// change of one word and most of several; not a MAC.
+#[inline]
+pub(crate) fn slot_sum(slot: &[u8]) -> u64 {
+    let (mut a, mut b) = (0x9e37_79b9_7f4a_7c15u64, 0u64);
+    let words = slot
+        .chunks_exact(8)
+        .enumerate()
+        .filter(|(i, _)| *i != SLOT_SUM / 8);
+    for (i, c) in words {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        a = a.wrapping_add(w);
+        b = b.wrapping_add(w.wrapping_mul(2 * i as u64 + 1));
+    }
+    a ^ b.rotate_left(32)
+}
 
 /// The producer's committed record. Commit point of a chunk of vectors: the
 /// generation flip of [`Committed`]; the ring's head is published after it
@@ -126,6 +150,7 @@ const STREAM_FP: u64 = Fingerprint::new("stream")
     .num(CommittedBytes::COPIES_OFFSET)
     .num(super::state::HEADER_WORDS)
     .bytes(super::state::ENCODING)
+    .bytes(crate::shm::commit::CHECKSUM_LAYOUT)
     .finish();
 const RING_FP: u64 = Fingerprint::new("ring")
     .num(std::mem::size_of::<Ring>())
@@ -283,6 +308,19 @@ impl StreamSegments {
     /// The fixed control block.
     pub fn control(&self) -> Result<&StreamControl, OutOfBounds> {
         self.control.body()
+    }
+    /// The producer's committed record, checked against its checksum (for
+    /// the producer itself, or while it is stopped).
+    pub(crate) fn producer_record(&self) -> Result<ProducerRecord, StreamSegmentError> {
+        self.control()?
+            .producer
+            .load()
+            .map(|(_, p)| p)
+            .map_err(|e| self.corrupt(format!("field producer: {e}")))
+    }
+    /// A corruption of the `stream` segment.
+    pub(crate) fn corrupt(&self, detail: String) -> StreamSegmentError {
+        SegmentsError::corrupt(self.control.name(), detail)
     }
     /// The validated ring.
     pub fn ring_view(&self) -> Result<RingView<'_>, RingError> {

@@ -54,6 +54,8 @@ pub fn write_slot(
             .iter_mut()
             .for_each(|x| *x = f32::from_bits(x.to_bits().to_le()));
     }
+    let sum = super::layout::slot_sum(slot);
+    slot[super::layout::SLOT_SUM..SLOT_HEADER].copy_from_slice(&sum.to_le_bytes());
     Ok(())
 }
 
@@ -139,7 +141,7 @@ pub(crate) fn run(ctx: &RoleCtx<'_>) -> Result<(), JobError> {
     let s: &StreamSettings = ctx.settings()?;
     let segs = StreamSegments::open(ctx.run, s, Access::ReadWrite)?;
     let sc = segs.control()?;
-    let (_, mut rec) = sc.producer.load();
+    let mut rec = segs.producer_record()?;
     let view = segs.ring_view()?;
     let mut ring = RingProducer::resume_at(view, rec.head)?;
     sc.stats.producer_attaches.add(1);

@@ -154,7 +154,7 @@ impl<'a> Recorder<'a> {
         let table = segs.table()?;
         let ctl = segs.control()?;
         let record: &Committed<RecorderState> = &ctl.recorder;
-        let (_, st) = record.load();
+        let st = segs.recorder_state()?;
         if st.pending_len as usize > PENDING || st.file_offset < st.recorded {
             return Err(JobError::corrupt(
                 "tasks",

@@ -239,15 +239,13 @@ impl JobHost for TasksHost {
         self.kick();
     }
     fn is_complete(&self) -> bool {
-        self.segs
-            .control()
-            .is_ok_and(|c| c.recorder.load().1.complete == 1)
+        self.segs.recorder_state().is_ok_and(|st| st.complete == 1)
     }
     fn prepare_resume(&self) {
         // A finish the dead supervisor asked for is asked again if it still
         // holds; one the client raised for its finished work stays.
         if let Ok(c) = self.segs.control()
-            && c.recorder.load().1.complete == 0
+            && self.segs.recorder_state().is_ok_and(|st| st.complete == 0)
         {
             c.finish.clear();
         }
@@ -273,9 +271,9 @@ impl JobHost for TasksHost {
     }
     fn progress(&self) -> Progress {
         let s = self.segs.settings();
-        let (rec, census, stats) = match (self.segs.control(), self.segs.table()) {
-            (Ok(c), Ok(t)) => (
-                c.recorder.load().1,
+        let (rec, census, stats) = match (self.segs.recorder_state(), self.segs.table()) {
+            (Ok(rec), Ok(t)) => (
+                rec,
                 t.census(),
                 Some((
                     t.stats().requeued.get(),

@@ -18,8 +18,9 @@ use crate::shm::{
 
 use super::settings::TasksSettings;
 
-/// Layout version of the task pool's segments.
-pub(crate) const VERSION: u32 = 1;
+/// Layout version of the task pool's segments (2: committed records carry
+/// checksums).
+pub(crate) const VERSION: u32 = 2;
 
 /// Transitions the recorder commits with a chunk of records (see
 /// `client.rs`).
@@ -128,7 +129,8 @@ const TASKS_FP: u64 = {
         .num(std::mem::offset_of!(RecorderState, pending))
         .num(std::mem::size_of::<Pending>())
         .num(std::mem::offset_of!(TasksControl, intake))
-        .num(TABLE_AT);
+        .num(TABLE_AT)
+        .bytes(crate::shm::commit::CHECKSUM_LAYOUT);
     let mut i = 0;
     while i < taskq::LAYOUT.len() {
         f = f.num(taskq::LAYOUT[i]);
@@ -261,6 +263,15 @@ impl TasksSegments {
     /// The fixed control block.
     pub(crate) fn control(&self) -> Result<&TasksControl, SegmentsError> {
         Ok(self.tasks.body()?)
+    }
+
+    /// The recorder's committed state, checked against its checksum.
+    pub(crate) fn recorder_state(&self) -> Result<RecorderState, SegmentsError> {
+        self.control()?
+            .recorder
+            .load()
+            .map(|(_, st)| st)
+            .map_err(|e| SegmentsError::corrupt(self.tasks.name(), format!("field recorder: {e}")))
     }
 
     /// The validated task table.

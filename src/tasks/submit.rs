@@ -206,7 +206,7 @@ fn submit(m: &ArgMatches) -> Result<(), JobError> {
         }
     }
     let name = client_name(c, identity);
-    let mut progress = table.client_progress(c);
+    let mut progress = table.client_progress(c)?;
     table.abandon_filling(c);
     let accepted = accepted_lines(&table, c, progress.next_line)?;
     let mut next = tasks.partition_point(|(line, _, _)| *line < progress.next_line);
