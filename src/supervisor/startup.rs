@@ -111,6 +111,20 @@ fn jobs_complete(open: &OpenRun) -> Result<bool, RunError> {
         .is_ok())
 }
 
+/// Whether the file `name` in /dev/shm is a regular file of ours with mode
+/// 0600, as every segment forkring creates.
+fn made_by_us(name: &str) -> bool {
+    if !matches!(segment::foreign(name), Ok(None)) {
+        return false;
+    }
+    nix::sys::stat::lstat(
+        std::path::Path::new(crate::shm::name::SHM_DIR)
+            .join(name)
+            .as_path(),
+    )
+    .is_ok_and(|st| st.st_mode & 0o7777 == 0o600)
+}
+
 fn creator_alive(creator: Option<(u32, u64)>) -> bool {
     creator.is_some_and(|(pid, ticks)| crate::procinfo::is_same_process(pid, ticks))
 }
@@ -133,8 +147,15 @@ fn discard(run: &RunName, control_fd: BorrowedFd<'_>) -> Result<Option<usize>, R
         (Some(a), Some(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) => {}
         _ => return Ok(None),
     }
+    // Only files forkring could have made: regular, ours, mode 0600 (it
+    // creates every segment so). Anything else is left for the ordinary
+    // open to report (mode, owner, garbage), never removed.
+    let files = segment_files_of(run)?;
+    if !files.iter().all(|n| made_by_us(n)) {
+        return Ok(None);
+    }
     let mut removed = 0;
-    for n in segment_files_of(run)? {
+    for n in files {
         if n != control_name {
             segment::unlink(&n).map_err(|errno| RunError::Remove {
                 name: n.clone(),
