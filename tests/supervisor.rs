@@ -383,3 +383,61 @@ fn every_run_reaches_the_running_phase() {
         assert_eq!(st.code(), Some(130), "{log}");
     }
 }
+
+/// Root sees another user's run (the systemd unit's `forkring` user)
+/// read-only: `status` shows its roles and progress; `clean` refuses it
+/// while it is live. (Removing a dead one is in tests/robust.rs.)
+#[test]
+fn root_sees_another_users_run_read_only() {
+    let _g = serial();
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a second user's run");
+        return;
+    }
+    let name = run_name("otheruser");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    let out = dir.path().join("o");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+        .args(["run", "--name", &name, "--quiet", "--jobs", "stream"])
+        .args(["--rate", "200", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("skipped: setpriv (util-linux) is not available");
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let o = forkring(&["status", &name, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v[0]["phase"] == "running" {
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            break v;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("root never saw the run running: {}", text(&o));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(v[0]["readable"], true, "{v}");
+    assert_eq!(v[0]["supervisor"]["alive"], true, "{v}");
+    let roles = v[0]["roles"].as_array().unwrap();
+    assert!(roles.iter().all(|r| r["alive"] == true), "{v}");
+    let o = forkring(&["clean", &name]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("is live"), "{}", text(&o));
+    assert!(!segments_of(&name).is_empty(), "root removed nothing");
+    signal(child.id(), libc::SIGTERM);
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "a SIGTERM is a clean stop");
+    assert!(out.join("summary.json").exists());
+}
