@@ -125,6 +125,20 @@ pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Bg {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // The tests signal what they start: give it the default dispositions,
+    // whatever this test process inherited (a background job of a
+    // non-interactive shell ignores SIGINT, and exec keeps that).
+    // SAFETY: between fork and exec, `signal` is async-signal-safe and
+    // touches only the child's dispositions; no memory is allocated.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
     let child = cmd.spawn().expect("forkring starts");
     Bg { child, log }
 }
