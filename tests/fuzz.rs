@@ -130,17 +130,7 @@ fn result_of(dir: &Path) -> Option<Outcome> {
         .lines()
         .map(|l| {
             let mut v: Value = serde_json::from_str(l).expect("a JSON line");
-            let o = v.as_object_mut().expect("an object");
-            for k in [
-                "sent_ns",
-                "time_utc",
-                "rate_hz",
-                "interval_std_us",
-                "lateness_max_us",
-                "lateness_p99_us",
-            ] {
-                o.remove(k);
-            }
+            strip_timing(&mut v);
             v
         })
         .collect();

@@ -389,24 +389,7 @@ fn another_users_fifo_named_like_a_segment() {
 /// A dead run of the library's making, handed to uid 65534 (as if that
 /// user had run it).
 fn nobodys_dead_run(sc: &Scene) -> Vec<String> {
-    use forkring::image::ImageSettings;
-    use forkring::image::layout::ImageSegments;
-    use forkring::settings::RunSettings;
-    use forkring::shm::RunName;
-    use forkring::supervisor::opened::OpenRun;
-    let run = RunName::new(&sc.name).unwrap();
-    let img = ImageSettings {
-        width: 8,
-        height: 8,
-        seed: 1,
-    };
-    let settings = RunSettings {
-        out: sc.dir.path().to_path_buf(),
-        jobs: vec![Box::new(img.clone())],
-    };
-    let open = OpenRun::create(&run, &settings).unwrap();
-    drop(ImageSegments::create(&run, &img).unwrap());
-    drop(open);
+    dead_image_run(sc, 8);
     let files = segments_of(&sc.name);
     for f in &files {
         std::os::unix::fs::chown(format!("/dev/shm/{f}"), Some(65534), Some(65534)).unwrap();
@@ -610,25 +593,8 @@ fn a_huge_size_is_out_of_range() {
 /// the message has the found value first and the expected one second.
 #[test]
 fn a_size_mismatch_names_found_then_expected() {
-    use forkring::image::ImageSettings;
-    use forkring::image::layout::ImageSegments;
-    use forkring::settings::RunSettings;
-    use forkring::shm::RunName;
-    use forkring::supervisor::opened::OpenRun;
     let sc = Scene::new("sizes");
-    let run = RunName::new(&sc.name).unwrap();
-    let img = ImageSettings {
-        width: 16,
-        height: 16,
-        seed: 1,
-    };
-    let settings = RunSettings {
-        out: sc.dir.path().to_path_buf(),
-        jobs: vec![Box::new(img.clone())],
-    };
-    let open = OpenRun::create(&run, &settings).unwrap();
-    drop(ImageSegments::create(&run, &img).unwrap());
-    drop(open);
+    dead_image_run(&sc, 16);
     // No process maps the run: grow one segment as a foreign hand would.
     let path = format!("/dev/shm/forkring.{}.history", sc.name);
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();

@@ -351,3 +351,47 @@ pub fn wait_attached(run: &str, n: usize, limit: Duration) -> bool {
     }
     false
 }
+
+/// The fields of a `stream.jsonl` record that are timing figures (they
+/// differ from run to run; everything else must not).
+pub const TIMING_FIELDS: [&str; 6] = [
+    "sent_ns",
+    "time_utc",
+    "rate_hz",
+    "interval_std_us",
+    "lateness_max_us",
+    "lateness_p99_us",
+];
+
+/// Removes the timing fields from a `stream.jsonl` record; returns those
+/// it did not have.
+pub fn strip_timing(v: &mut serde_json::Value) -> Vec<&'static str> {
+    let o = v.as_object_mut().expect("a record is a JSON object");
+    TIMING_FIELDS
+        .into_iter()
+        .filter(|k| o.remove(*k).is_none())
+        .collect()
+}
+
+/// Creates run `sc.name`'s control and image segments (`size`², seed 1)
+/// with the library and lets go of them: a dead run no process maps.
+pub fn dead_image_run(sc: &Scene, size: u32) -> forkring::shm::RunName {
+    use forkring::image::ImageSettings;
+    use forkring::image::layout::ImageSegments;
+    use forkring::settings::RunSettings;
+    use forkring::supervisor::opened::OpenRun;
+    let run = forkring::shm::RunName::new(&sc.name).unwrap();
+    let img = ImageSettings {
+        width: size,
+        height: size,
+        seed: 1,
+    };
+    let settings = RunSettings {
+        out: sc.dir.path().to_path_buf(),
+        jobs: vec![Box::new(img.clone())],
+    };
+    let open = OpenRun::create(&run, &settings).unwrap();
+    drop(ImageSegments::create(&run, &img).unwrap());
+    drop(open);
+    run
+}
