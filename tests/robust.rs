@@ -677,14 +677,16 @@ fn wait_batches(run: &str, n: u64, bg: &mut Bg) {
     }
 }
 
-/// The reproduction: the output directory removed while the stream
-/// runs. Every committed record survives: the run ends complete, with all
-/// its batches, in the directory it was given.
-#[test]
-fn stream_output_directory_removed_mid_run() {
-    let _g = serial();
-    let sc = Scene::new("rmout");
-    let out = sc.dir.path().join("out-g");
+/// Runs a 40,000-vector stream into `DIR/out`, removes the directory once
+/// 20 batches are committed, SIGKILLs the consumer too if `kill_consumer`,
+/// and checks that the run ends complete, with every vector, in the
+/// directory it was given, and passes `verify`. Returns the summary and
+/// the output directory.
+fn remove_output_mid_run(
+    sc: &Scene,
+    kill_consumer: bool,
+) -> (serde_json::Value, std::path::PathBuf) {
+    let out = sc.dir.path().join("out");
     let out_s = out.to_str().unwrap();
     let args = [
         "run", "--name", &sc.name, "--quiet", "--out", out_s, "--jobs", "stream", "--rate",
@@ -693,17 +695,31 @@ fn stream_output_directory_removed_mid_run() {
     let mut bg = spawn(&args);
     wait_batches(&sc.name, 20, &mut bg);
     std::fs::remove_dir_all(&out).unwrap();
+    if kill_consumer {
+        signal(role_pid(&sc.name, "consumer"), libc::SIGKILL);
+    }
     let (st, log) = bg.wait(Duration::from_secs(120));
     assert_eq!(st.code(), Some(0), "{log}");
     let sm = summary(&out);
     assert_eq!(sm["stream"]["received"], 40000, "{sm}");
+    let v = forkring(&["verify", out_s]);
+    assert!(v.status.success(), "{}", text(&v));
+    (sm, out)
+}
+
+/// The reproduction: the output directory removed while the stream
+/// runs. Every committed record survives: the run ends complete, with all
+/// its batches, in the directory it was given.
+#[test]
+fn stream_output_directory_removed_mid_run() {
+    let _g = serial();
+    let sc = Scene::new("rmout");
+    let (_, out) = remove_output_mid_run(&sc, false);
     let lines = std::fs::read_to_string(out.join("stream.jsonl"))
         .unwrap()
         .lines()
         .count();
     assert_eq!(lines, 400, "committed batches were lost");
-    let v = forkring(&["verify", out_s]);
-    assert!(v.status.success(), "{}", text(&v));
     assert!(!out.join(".stream.partial").exists());
     assert!(segments_of(&sc.name).is_empty());
 }
@@ -714,23 +730,8 @@ fn stream_output_directory_removed_mid_run() {
 fn stream_output_directory_removed_then_consumer_killed() {
     let _g = serial();
     let sc = Scene::new("rmout-kill");
-    let out = sc.dir.path().join("out");
-    let out_s = out.to_str().unwrap();
-    let args = [
-        "run", "--name", &sc.name, "--quiet", "--out", out_s, "--jobs", "stream", "--rate",
-        "20000", "--count", "40000", "--seed", "11",
-    ];
-    let mut bg = spawn(&args);
-    wait_batches(&sc.name, 20, &mut bg);
-    std::fs::remove_dir_all(&out).unwrap();
-    signal(role_pid(&sc.name, "consumer"), libc::SIGKILL);
-    let (st, log) = bg.wait(Duration::from_secs(120));
-    assert_eq!(st.code(), Some(0), "{log}");
-    let sm = summary(&out);
-    assert_eq!(sm["stream"]["received"], 40000, "{sm}");
+    let (sm, _) = remove_output_mid_run(&sc, true);
     assert_eq!(sm["restarts"]["consumer"], 1, "{sm}");
-    let v = forkring(&["verify", out_s]);
-    assert!(v.status.success(), "{}", text(&v));
 }
 
 /// Records lost for good (the working file removed while no supervisor
