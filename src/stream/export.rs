@@ -514,11 +514,13 @@ impl ExportSegment {
         let w = c.writer.snapshot().ok()??;
         let e = c.exporter.snapshot().ok()??;
         let exported = e.vectors;
-        let dropped = w.dropped_vectors + e.abandoned_vectors;
+        // Untrusted counts: saturating, so a corrupt record shows odd
+        // figures rather than an overflow.
+        let dropped = w.dropped_vectors.saturating_add(e.abandoned_vectors);
         Some(ExportFigures {
             exported,
             dropped,
-            pending: total.saturating_sub(exported + dropped),
+            pending: total.saturating_sub(exported.saturating_add(dropped)),
             messages: e.messages,
             duplicates: e.duplicates,
             retries: c.stats.retries.get(),

@@ -201,7 +201,7 @@ impl JobHost for StreamHost {
         let c = self.consumer_state();
         let of = |f: fn(&ConsumerState) -> u64| c.as_ref().map_or(0, f);
         let w = c.as_ref().map_or(WindowStats::UNKNOWN, |c| c.published);
-        let total = of(|c| c.received + c.filled);
+        let total = of(|c| c.received.saturating_add(c.filled));
         Progress {
             job: "stream".into(),
             counters: vec![
@@ -319,7 +319,7 @@ impl JobHost for StreamHost {
             },
             "files": { name: { "bytes": written.0, "sha256": written.1 } },
             "export": s.export.as_ref().map(|x| {
-                self.export_figures(st.received + st.filled)
+                self.export_figures(st.received.saturating_add(st.filled))
                     .unwrap_or_default()
                     .to_json(x)
             }),
