@@ -146,6 +146,13 @@ pub(crate) struct RunArgs {
     /// already holds (summary.json); without it such a run is refused
     #[arg(long)]
     pub(crate) overwrite: bool,
+
+    /// Let members of GROUP (a name or gid you belong to) read the run's
+    /// segments, read-only: they see it with `forkring status --user
+    /// YOU`. The segments get group GROUP and mode 0640; nobody but you
+    /// can write them [default: only you (mode 0600)]
+    #[arg(long, value_name = "GROUP", value_parser = parse_group, help_heading = "Supervision")]
+    pub(crate) group: Option<u32>,
 }
 
 /// Options of `forkring completions`.
@@ -176,6 +183,57 @@ pub(crate) struct StatusArgs {
     /// interrupted, like watch(1) [default: 2]
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_watch)]
     pub(crate) watch: Option<Duration>,
+    /// Look at USER's runs (a name or uid), read-only: only runs USER owns
+    /// are shown. Another user's run is readable if it is shared with a
+    /// group of yours (`forkring run --group`); root reads every run
+    /// [default: your runs; for root, every user's]
+    #[arg(long, value_name = "USER", value_parser = parse_user)]
+    pub(crate) user: Option<u32>,
+}
+
+/// `--user`: a user name or a numeric uid.
+fn parse_user(s: &str) -> Result<u32, String> {
+    use nix::unistd::{Uid, User};
+    let found = match s.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).map(|u| u.map(|u| u.uid.as_raw())),
+        Err(_) => User::from_name(s).map(|u| u.map(|u| u.uid.as_raw())),
+    };
+    match (found, s.parse::<u32>()) {
+        (Ok(Some(uid)), _) => Ok(uid),
+        // A uid without a name (a container's user) is still a uid.
+        (Ok(None), Ok(uid)) => Ok(uid),
+        (Ok(None), Err(_)) => Err(format!(
+            "no user named {s} on this host; give a user name or a numeric uid (see `getent passwd`)"
+        )),
+        (Err(e), _) => Err(format!("cannot look up user {s}: {e}")),
+    }
+}
+
+/// `--group`: a group name or numeric gid that we belong to (root may
+/// choose any group). Checked here, before anything is created.
+fn parse_group(s: &str) -> Result<u32, String> {
+    use nix::unistd::{Gid, Group, getegid, geteuid, getgroups};
+    let gid = match s.parse::<u32>() {
+        Ok(gid) => gid,
+        Err(_) => match Group::from_name(s) {
+            Ok(Some(g)) => g.gid.as_raw(),
+            Ok(None) => {
+                return Err(format!(
+                    "no group named {s} on this host; give a group name or a numeric gid (see `id -Gn`)"
+                ));
+            }
+            Err(e) => return Err(format!("cannot look up group {s}: {e}")),
+        },
+    };
+    let member = geteuid().is_root()
+        || getegid() == Gid::from_raw(gid)
+        || getgroups().is_ok_and(|g| g.contains(&Gid::from_raw(gid)));
+    if !member {
+        return Err(format!(
+            "you are not a member of group {s}, so your segments cannot be given to it; choose one of your groups (`id -Gn`) or ask an administrator to add you (`usermod -aG {s} USER`, then log in again)"
+        ));
+    }
+    Ok(gid)
 }
 
 /// `--watch` intervals.
@@ -491,8 +549,10 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
             crate::supervisor::run::run(opts, signals, registry)
                 .map_err(|e| report(e.into(), Some(&name)))
         }
-        Command::Status(a) => crate::ops::status(a.name.as_ref(), a.json, a.watch, registry)
-            .map_err(|e| report(e.into(), a.name.as_ref())),
+        Command::Status(a) => {
+            crate::ops::status(a.name.as_ref(), a.json, a.watch, a.user, registry)
+                .map_err(|e| report(e.into(), a.name.as_ref()))
+        }
         Command::Completions(a) => {
             let mut cmd = command(registry);
             let mut out = Vec::new();
@@ -677,6 +737,7 @@ fn run_options(a: &RunArgs, m: &ArgMatches, registry: Registry) -> Result<RunOpt
         json: a.json,
         overwrite: a.overwrite,
         seed_given: a.seed.is_some(),
+        group: a.group,
     })
 }
 
@@ -743,7 +804,10 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
         Error::Run(RunError::NoSuchRun(_)) => {
             (EXIT_FAILURE, "; `forkring status` lists the runs".into())
         }
-        Error::Run(RunError::Unreadable { foreign: true, .. }) => (EXIT_FAILURE, FOREIGN.into()),
+        Error::Run(RunError::Unreadable { foreign: true, .. }) => (
+            EXIT_FAILURE,
+            "; it is another user's or not forkring's. To look at another user's run read-only, pass --user OWNER (root may always look); the owner must share it with a group of yours (`forkring run --group GROUP`)".into(),
+        ),
         Error::Run(RunError::Unreadable { run, .. }) => (EXIT_FAILURE, clean(run)),
         Error::Run(RunError::WouldOverwrite { .. }) => (
             EXIT_FAILURE,

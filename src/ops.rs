@@ -30,8 +30,8 @@ fn runs_in_shm() -> Result<BTreeSet<RunName>, RunError> {
 /// `docs/schemas.md`).
 pub(crate) const STATUS_SCHEMA_VERSION: u32 = 2;
 
-fn status_of(run: &RunName, registry: Registry) -> Value {
-    let open = match OpenRun::open(run, Access::ReadOnly, registry) {
+fn status_of(run: &RunName, access: Access, registry: Registry) -> Value {
+    let open = match OpenRun::open(run, access, registry) {
         Ok(c) => c,
         Err(e) => {
             return json!({ "schema_version": STATUS_SCHEMA_VERSION, "run": run.as_str(),
@@ -58,7 +58,7 @@ fn status_of(run: &RunName, registry: Registry) -> Value {
             })
         })
         .collect();
-    let (progress, error) = match open.hosts(Hosts::Open(Access::ReadOnly)) {
+    let (progress, error) = match open.hosts(Hosts::Open(access)) {
         Ok(jobs) => (
             jobs.iter().map(|j| j.progress()).collect::<Vec<Progress>>(),
             None,
@@ -164,6 +164,7 @@ fn emit(text: &str) -> Result<(), RunError> {
 fn status_view(
     name: Option<&RunName>,
     as_json: bool,
+    user: Option<u32>,
     registry: Registry,
 ) -> Result<(String, Option<RunError>), RunError> {
     let runs: Vec<RunName> = match name {
@@ -173,9 +174,16 @@ fn status_view(
             }
             vec![n.clone()]
         }
-        None => runs_in_shm()?.into_iter().collect(),
+        None => runs_in_shm()?
+            .into_iter()
+            .filter(|r| user.is_none_or(|uid| owned_by(r, uid)))
+            .collect(),
     };
-    let views: Vec<Value> = runs.iter().map(|r| status_of(r, registry)).collect();
+    let access = user.map_or(Access::ReadOnly, Access::ReadOnlyOf);
+    let views: Vec<Value> = runs
+        .iter()
+        .map(|r| status_of(r, access, registry))
+        .collect();
     let unreadable = match (name, views.first()) {
         (Some(n), Some(v)) if v["readable"] != true => Some(RunError::Unreadable {
             run: n.clone(),
@@ -199,7 +207,28 @@ fn status_view(
     Ok((text, unreadable))
 }
 
-/// `forkring status [NAME] [--json] [--watch SECS]`. `status NAME` fails
+/// Whether run `run`'s control file (or, without one, any file of it)
+/// belongs to `uid`. Follows no link.
+fn owned_by(run: &RunName, uid: u32) -> bool {
+    let owner = |n: &str| {
+        nix::sys::stat::lstat(
+            std::path::Path::new(crate::shm::name::SHM_DIR)
+                .join(n)
+                .as_path(),
+        )
+        .ok()
+        .map(|st| st.st_uid)
+    };
+    match owner(&run.segment(control::PART)) {
+        Some(o) => o == uid,
+        None => segment_files_of(run)
+            .unwrap_or_default()
+            .iter()
+            .any(|n| owner(n) == Some(uid)),
+    }
+}
+
+/// `forkring status [NAME] [--json] [--watch SECS] [--user USER]`. `status NAME` fails
 /// (after printing what it could) when the run is unreadable; the list of
 /// every run marks such runs instead. With `watch`, the view is printed
 /// again every interval (on a terminal, in place) until interrupted.
@@ -207,17 +236,18 @@ pub(crate) fn status(
     name: Option<&RunName>,
     as_json: bool,
     watch: Option<std::time::Duration>,
+    user: Option<u32>,
     registry: Registry,
 ) -> Result<(), RunError> {
     let Some(every) = watch else {
-        let (text, unreadable) = status_view(name, as_json, registry)?;
+        let (text, unreadable) = status_view(name, as_json, user, registry)?;
         emit(&text)?;
         return unreadable.map_or(Ok(()), Err);
     };
     use std::io::IsTerminal;
     let tty = std::io::stdout().is_terminal() && !as_json;
     loop {
-        let text = match status_view(name, as_json, registry) {
+        let text = match status_view(name, as_json, user, registry) {
             Ok((text, _)) => text,
             // A run that ended (or not yet started) is part of the view.
             Err(e @ RunError::NoSuchRun(_)) => format!("{e}\n"),

@@ -441,3 +441,155 @@ fn root_sees_another_users_run_read_only() {
     assert_eq!(st.code(), Some(0), "a SIGTERM is a clean stop");
     assert!(out.join("summary.json").exists());
 }
+
+/// Runs `forkring ARGS` as `user` (primary group nogroup, plus the user's
+/// supplementary groups), as a second user of the host would.
+fn forkring_as(user: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid", user, "--regid", "65534", "--init-groups", bin()])
+        .args(args)
+        .output()
+        .expect("setpriv runs")
+}
+
+/// Makes group `group` and the users `(name, member of group)` unless they
+/// exist. `Err` says why it cannot (not root, no useradd).
+fn make_users(group: &str, users: &[(&str, bool)]) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("needs root to create users".into());
+    }
+    let run = |cmd: &str, args: &[&str]| -> Result<(), String> {
+        match std::process::Command::new(cmd).args(args).output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!("{cmd} {args:?} failed: {}", text(&o).trim())),
+            Err(e) => Err(format!("{cmd} is not available: {e}")),
+        }
+    };
+    run("groupadd", &["-f", group])?;
+    for (u, member) in users {
+        if nix::unistd::User::from_name(u).ok().flatten().is_some() {
+            continue;
+        }
+        let mut args = vec!["-M", "-N", "-g", "65534", "-s", "/usr/sbin/nologin"];
+        if *member {
+            args.extend(["-G", group]);
+        }
+        args.push(u);
+        run("useradd", &args)?;
+    }
+    Ok(())
+}
+
+/// `run --group` shares a run read-only with a group: a member sees it with
+/// `status --user OWNER`; without `--user`, or outside the group, the run
+/// is unreadable (exit 1); nobody but the owner can write a segment or
+/// clean the live run; a `--group` the caller does not belong to is refused
+/// before anything is created.
+#[test]
+fn a_group_member_sees_a_shared_run_with_status_user() {
+    let _g = serial();
+    let (group, owner, peer, stranger) = ("fkrt-share", "fkrt-owner", "fkrt-peer", "fkrt-stranger");
+    if let Err(why) = make_users(group, &[(owner, true), (peer, true), (stranger, false)]) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let gid = nix::unistd::Group::from_name(group)
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    let name = run_name("shared");
+    let _c = Cleanup(name.clone());
+    let dir = tempdir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = dir.path().join("o");
+
+    // Outside the group: refused with exit 2, nothing created.
+    let o = forkring_as(
+        stranger,
+        &["run", "--name", &name, "--jobs", "stream", "--group", group],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("not a member of group"), "{}", text(&o));
+    assert!(segments_of(&name).is_empty(), "{:?}", segments_of(&name));
+
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--reuid", owner, "--regid", "65534", "--init-groups", bin()])
+        .args(["run", "--name", &name, "--quiet", "--jobs", "stream"])
+        .args(["--rate", "200", "--group", group])
+        .args(["--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let o = forkring_as(peer, &["status", &name, "--json", "--user", owner]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v[0]["phase"] == "running" {
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            break v;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the group member never saw the run running: {}", text(&o));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(v[0]["supervisor"]["alive"], true, "{v}");
+    let roles = v[0]["roles"].as_array().unwrap();
+    assert!(
+        !roles.is_empty() && roles.iter().all(|r| r["alive"] == true),
+        "{v}"
+    );
+    // Every segment: the owner's, the group's, mode 0640.
+    for f in segments_of(&name) {
+        let st = nix::sys::stat::stat(format!("/dev/shm/{f}").as_str()).unwrap();
+        assert_eq!(st.st_mode & 0o7777, 0o640, "{f}");
+        assert_eq!(st.st_gid, gid, "{f}");
+    }
+    // The list with --user shows the owner's runs only.
+    let o = forkring_as(peer, &["status", "--json", "--user", owner]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["run"].as_str())
+        .collect();
+    assert!(runs.contains(&name.as_str()), "{list}");
+    // Without --user: not ours, exit 1, and the hint names --user.
+    let o = forkring_as(peer, &["status", &name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--user"), "{}", text(&o));
+    // Naming another owner than the real one is refused too.
+    let o = forkring_as(peer, &["status", &name, "--user", "root"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // Outside the group: the kernel refuses, exit 1.
+    let o = forkring_as(stranger, &["status", &name, "--user", owner]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not shared with a group"), "{}", text(&o));
+    // A member can neither write a segment nor clean the run.
+    let seg = format!("/dev/shm/forkring.{name}.control");
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid", peer, "--regid", "65534", "--init-groups"])
+        .args(["sh", "-c", &format!("printf x >> {seg}")])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a group member wrote into {seg}");
+    let o = forkring_as(peer, &["clean", &name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!segments_of(&name).is_empty(), "the member removed the run");
+    let o = forkring_as(peer, &["run", "--name", &name, "--jobs", "stream"]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+
+    signal(child.id(), libc::SIGTERM);
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "a SIGTERM is a clean stop");
+    assert!(out.join("summary.json").exists());
+    assert!(segments_of(&name).is_empty(), "{:?}", segments_of(&name));
+}

@@ -53,8 +53,39 @@ pub enum Access {
     /// `O_RDWR`, `PROT_READ | PROT_WRITE`.
     ReadWrite,
     /// `O_RDONLY`, `PROT_READ` (status). Only loads may be made through
-    /// views of such a segment.
+    /// views of such a segment. The segment must be ours, except for root,
+    /// who may look at any user's run.
     ReadOnly,
+    /// `ReadOnly`, of a segment that must belong to the given uid
+    /// (`status --user NAME`): another user's run, which that user shared
+    /// with one of our groups (mode 0640, see [`share_with_group`]).
+    ReadOnlyOf(u32),
+}
+
+impl Access {
+    /// Whether stores may be made through the mapping.
+    pub(crate) fn writable(self) -> bool {
+        matches!(self, Access::ReadWrite)
+    }
+
+    /// Whether a segment owned by `owner` may be opened this way by a
+    /// process of effective uid `euid`. Nobody writes into another user's
+    /// segments; only root, or the caller that names the owner, reads them.
+    fn owner_ok(self, owner: u32, euid: u32) -> bool {
+        match self {
+            Access::ReadWrite => owner == euid,
+            Access::ReadOnly => owner == euid || euid == 0,
+            Access::ReadOnlyOf(uid) => owner == uid,
+        }
+    }
+}
+
+/// Whether `mode` (permission bits) is one forkring gives its segments:
+/// 0600, or 0640 once the run's owner shared it with a group
+/// (`forkring run --group`). Nothing else: never writable by the group,
+/// never readable by others.
+pub(crate) fn mode_ok(mode: u32) -> bool {
+    matches!(mode & 0o7777, 0o600 | 0o640)
 }
 
 /// A mapped segment. Unmapped on drop; never unlinked implicitly.
@@ -140,19 +171,20 @@ pub enum OpenError {
         kind: &'static str,
     },
     /// The segment belongs to another user.
-    #[error(
-        "segment {name} is owned by uid {found}, not by us (uid {expected}); refusing to use it"
-    )]
+    #[error("segment {name} is owned by uid {found}, expected uid {expected}; refusing to use it")]
     WrongOwner {
         /// Segment name.
         name: String,
         /// Owner found.
         found: u32,
-        /// Our effective uid.
+        /// The owner expected: our effective uid, or the user named with
+        /// `status --user`.
         expected: u32,
     },
-    /// The segment's mode is not 0600.
-    #[error("segment {name} has mode {found:04o}, expected 0600; refusing to use it")]
+    /// The segment's mode is neither 0600 nor 0640.
+    #[error(
+        "segment {name} has mode {found:04o}, expected 0600 (or 0640 when shared with a group); refusing to use it"
+    )]
     WrongMode {
         /// Segment name.
         name: String,
@@ -186,6 +218,15 @@ pub enum OpenError {
         name: String,
         /// Magic found.
         found: u64,
+    },
+    /// The kernel refused to open it: another user's segment that is not
+    /// shared with a group of ours.
+    #[error(
+        "segment {name} is another user's and is not shared with a group of yours (permission denied)"
+    )]
+    NoPermission {
+        /// Segment name.
+        name: String,
     },
     /// A header field has the wrong value.
     #[error("segment {name}: header field {field} is {found}, expected {expected}")]
@@ -267,7 +308,9 @@ impl OpenError {
     pub(crate) fn is_foreign(&self) -> bool {
         matches!(
             self,
-            OpenError::NotRegular { .. } | OpenError::WrongOwner { .. }
+            OpenError::NotRegular { .. }
+                | OpenError::WrongOwner { .. }
+                | OpenError::NoPermission { .. }
         )
     }
 }
@@ -492,6 +535,29 @@ pub(crate) fn open_raw(name: &str) -> Result<OwnedFd, Errno> {
     Ok(fd)
 }
 
+/// Lets members of group `gid` read the segment file `name`: its group
+/// becomes `gid` and its mode 0640 (`forkring run --group`). Only a regular
+/// file of ours whose mode is already one we give (see [`mode_ok`]) is
+/// changed; anything else is `EPERM`. The group is set before the mode, so
+/// the file is never readable by a group the owner did not choose. Setting
+/// a group we are not a member of fails with `EPERM` unless we are root.
+pub(crate) fn share_with_group(name: &str, gid: u32) -> Result<(), Errno> {
+    let fd = shm_open(
+        shm_path(name).as_str(),
+        OFlag::O_RDONLY | OPEN_FLAGS,
+        Mode::empty(),
+    )?;
+    let st = fstat(fd.as_fd())?;
+    if non_regular_kind(st.st_mode).is_some()
+        || st.st_uid != nix::unistd::geteuid().as_raw()
+        || !mode_ok(st.st_mode)
+    {
+        return Err(Errno::EPERM);
+    }
+    nix::unistd::fchown(fd.as_fd(), None, Some(nix::unistd::Gid::from_raw(gid)))?;
+    fchmod(fd.as_fd(), Mode::S_IRUSR | Mode::S_IWUSR | Mode::S_IRGRP)
+}
+
 /// What keeps a file in /dev/shm from being plainly one of our segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Foreign {
@@ -543,8 +609,11 @@ pub(crate) fn check_foreign_segment(name: &str, part: &str) -> Result<(), String
     if let Some(kind) = non_regular_kind(st.st_mode) {
         return Err(format!("is a {kind}, not a segment"));
     }
-    if st.st_mode & 0o7777 != 0o600 {
-        return Err(format!("has mode {:04o}, not 0600", st.st_mode & 0o7777));
+    if !mode_ok(st.st_mode) {
+        return Err(format!(
+            "has mode {:04o}, not 0600 or 0640",
+            st.st_mode & 0o7777
+        ));
     }
     let mut h = [0u8; 64];
     let mut got = 0;
@@ -725,9 +794,10 @@ impl Segment {
             op,
             errno,
         };
-        let flags = match access {
-            Access::ReadWrite => OFlag::O_RDWR,
-            Access::ReadOnly => OFlag::O_RDONLY,
+        let flags = if access.writable() {
+            OFlag::O_RDWR
+        } else {
+            OFlag::O_RDONLY
         } | OPEN_FLAGS;
         let fd = match shm_open(shm_path(&name).as_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
@@ -738,6 +808,7 @@ impl Segment {
                     kind: "symbolic link",
                 });
             }
+            Err(Errno::EACCES) => return Err(OpenError::NoPermission { name }),
             Err(e) => return Err(os("shm_open", e)),
         };
         // Nothing is read before the file is known to be a regular file.
@@ -746,18 +817,18 @@ impl Segment {
             return Err(OpenError::NotRegular { name, kind });
         }
         let euid = nix::unistd::geteuid().as_raw();
-        // Root may look at another user's run (`status` of a service's
-        // run), read-only: nobody writes into another user's segments.
-        let may_look = euid == 0 && matches!(access, Access::ReadOnly);
-        if st.st_uid != euid && !may_look {
+        if !access.owner_ok(st.st_uid, euid) {
             return Err(OpenError::WrongOwner {
                 name,
                 found: st.st_uid,
-                expected: euid,
+                expected: match access {
+                    Access::ReadOnlyOf(uid) => uid,
+                    _ => euid,
+                },
             });
         }
         let mode = st.st_mode & 0o7777;
-        if mode != 0o600 {
+        if !mode_ok(mode) {
             return Err(OpenError::WrongMode { name, found: mode });
         }
         let file_size = st.st_size.max(0) as u64;
@@ -947,9 +1018,10 @@ impl Segment {
 }
 
 fn map(fd: &OwnedFd, len: usize, access: Access) -> Result<NonNull<u8>, Errno> {
-    let prot = match access {
-        Access::ReadWrite => ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-        Access::ReadOnly => ProtFlags::PROT_READ,
+    let prot = if access.writable() {
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+    } else {
+        ProtFlags::PROT_READ
     };
     let len = std::num::NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
     // SAFETY: a fresh mapping chosen by the kernel (no address hint), of a
@@ -971,6 +1043,37 @@ mod tests {
     use super::*;
     use crate::shm::Param64;
     use crate::shm::layout::Fingerprint;
+
+    #[test]
+    fn only_0600_and_0640_are_our_modes() {
+        for m in [0o600, 0o640, 0o100_600, 0o100_640] {
+            assert!(mode_ok(m), "{m:o}");
+        }
+        for m in [0o644, 0o660, 0o620, 0o604, 0o700, 0o400, 0o1600, 0o4640, 0] {
+            assert!(!mode_ok(m), "{m:o}");
+        }
+    }
+
+    #[test]
+    fn nobody_writes_another_users_segment() {
+        // (owner, our euid): who may open how.
+        assert!(Access::ReadWrite.owner_ok(1000, 1000));
+        assert!(!Access::ReadWrite.owner_ok(999, 1000));
+        assert!(
+            !Access::ReadWrite.owner_ok(999, 0),
+            "root writes no other user's"
+        );
+        assert!(Access::ReadOnly.owner_ok(1000, 1000));
+        assert!(!Access::ReadOnly.owner_ok(999, 1000));
+        assert!(Access::ReadOnly.owner_ok(999, 0), "root looks at any run");
+        assert!(Access::ReadOnlyOf(999).owner_ok(999, 1000));
+        assert!(
+            !Access::ReadOnlyOf(999).owner_ok(1000, 1000),
+            "only the named owner"
+        );
+        assert!(!Access::ReadOnlyOf(999).owner_ok(998, 0));
+        assert!(!Access::ReadOnlyOf(999).writable() && !Access::ReadOnly.writable());
+    }
 
     fn spec(size: usize) -> SegmentSpec {
         SegmentSpec {

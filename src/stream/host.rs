@@ -72,13 +72,14 @@ impl StreamHost {
     ) -> Result<Self, StreamSegmentError> {
         // A resumed run's file as it is (gone if the output directory went
         // while no supervisor held it: the consumer says what was lost).
-        let working = match access {
-            Access::ReadWrite => OpenOptions::new()
+        let working = if access.writable() {
+            OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(out.join(PARTIAL_NAME))
-                .ok(),
-            Access::ReadOnly => None,
+                .ok()
+        } else {
+            None
         };
         Ok(StreamHost {
             segs: StreamSegments::open(run, s, access)?,

@@ -184,6 +184,16 @@ pub enum RunError {
         /// What it is.
         detail: String,
     },
+    /// Sharing a segment with a group (`run --group`) failed.
+    #[error("cannot share /dev/shm/{name} with group {gid} (chown, chmod 0640): {errno}")]
+    Share {
+        /// The segment.
+        name: String,
+        /// The group.
+        gid: u32,
+        /// The error.
+        errno: Errno,
+    },
     /// Removing a segment failed.
     #[error("cannot remove /dev/shm/{name}: {errno}")]
     Remove {

@@ -46,6 +46,9 @@ pub(crate) struct RunOptions {
     /// Whether `--seed` was given; when not, a resumed run keeps its
     /// recorded seed instead of refusing the fresh random one.
     pub(crate) seed_given: bool,
+    /// `--group`: members of this group may read the run's segments
+    /// (`status --user`). Checked by the caller: we are root or a member.
+    pub(crate) group: Option<u32>,
 }
 
 /// Lifecycle of one role under this supervisor.
@@ -232,11 +235,45 @@ fn job_hosts(open: &OpenRun, resumed: bool) -> Result<Vec<Box<dyn JobHost>>, Run
     }
 }
 
+/// Lets group `gid` read every segment of the run (`--group`), before any
+/// role starts. A new run that cannot be shared is removed: it never ran.
+/// A resumed run keeps its segments (some may already be shared: a reader
+/// accepts 0600 and 0640 alike).
+fn share(
+    open: &OpenRun,
+    jobs: &[Box<dyn JobHost>],
+    gid: u32,
+    resumed: bool,
+) -> Result<(), RunError> {
+    let names: Vec<String> = std::iter::once(open.control.segment().name().to_string())
+        .chain(jobs.iter().flat_map(|j| j.segment_names()))
+        .collect();
+    for n in &names {
+        if let Err(errno) = segment::share_with_group(n, gid) {
+            if !resumed {
+                // The control segment last: it is what names the run.
+                for m in names.iter().rev() {
+                    let _ = segment::unlink(m);
+                }
+            }
+            return Err(RunError::Share {
+                name: n.clone(),
+                gid,
+                errno,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `forkring run`. `signals` must be installed before anything else (see
 /// [`Signals::install`]) so that a stop request is never lost.
 pub(crate) fn run(opts: RunOptions, signals: Signals, registry: Registry) -> Result<(), RunError> {
     let (open, resumed) = open_or_create(&opts, registry)?;
     let jobs = job_hosts(&open, resumed)?;
+    if let Some(gid) = opts.group {
+        share(&open, &jobs, gid, resumed)?;
+    }
     if resumed {
         if matches!(
             open.control.phase(),

@@ -112,7 +112,8 @@ fn jobs_complete(open: &OpenRun) -> Result<bool, RunError> {
 }
 
 /// Whether the file `name` in /dev/shm is a regular file of ours with mode
-/// 0600, as every segment forkring creates.
+/// 0600 or 0640, as every segment forkring creates (0640 once shared with a
+/// group, `run --group`).
 fn made_by_us(name: &str) -> bool {
     if !matches!(segment::foreign(name), Ok(None)) {
         return false;
@@ -122,7 +123,7 @@ fn made_by_us(name: &str) -> bool {
             .join(name)
             .as_path(),
     )
-    .is_ok_and(|st| st.st_mode & 0o7777 == 0o600)
+    .is_ok_and(|st| segment::mode_ok(st.st_mode))
 }
 
 fn creator_alive(creator: Option<(u32, u64)>) -> bool {
@@ -147,8 +148,8 @@ fn discard(run: &RunName, control_fd: BorrowedFd<'_>) -> Result<Option<usize>, R
         (Some(a), Some(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) => {}
         _ => return Ok(None),
     }
-    // Only files forkring could have made: regular, ours, mode 0600 (it
-    // creates every segment so). Anything else is left for the ordinary
+    // Only files forkring could have made: regular, ours, mode 0600 or
+    // 0640 (it creates every segment so, and shares some with a group). Anything else is left for the ordinary
     // open to report (mode, owner, garbage), never removed.
     let files = segment_files_of(run)?;
     if !files.iter().all(|n| made_by_us(n)) {
