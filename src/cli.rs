@@ -784,6 +784,12 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
             EXIT_FAILURE,
             "; pick another --name or stop it first".into(),
         ),
+        Error::Run(RunError::Control(crate::control::ControlError::RoleTaken { pid, .. })) => (
+            EXIT_FAILURE,
+            format!(
+                "; its supervisor is dead, so no supervisor started it: stop that process (kill {pid}), then run again"
+            ),
+        ),
         Error::Run(RunError::Live { .. }) => {
             (EXIT_FAILURE, "; stop it first (SIGTERM), then clean".into())
         }

@@ -593,3 +593,37 @@ fn a_group_member_sees_a_shared_run_with_status_user() {
     assert!(out.join("summary.json").exists());
     assert!(segments_of(&name).is_empty(), "{:?}", segments_of(&name));
 }
+
+/// A resume started the moment its supervisor was SIGKILLed finds the dead
+/// supervisor's roles still exiting (the kernel kills them through
+/// `PR_SET_PDEATHSIG`): it waits for them instead of starting roles that
+/// fail on their taken slots and count as restarts.
+#[test]
+fn a_resume_right_after_a_supervisor_kill_counts_no_restart() {
+    let _g = serial();
+    for round in 0..3 {
+        let sc = Scene::new("quickresume");
+        let args = ["--jobs", "image", "--size", "4096"];
+        let bg = sc.spawn(&args);
+        assert!(
+            wait_attached(&sc.name, 2, Duration::from_secs(20)),
+            "{}",
+            bg.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        signal(bg.pid(), libc::SIGKILL);
+        let o = sc.run(&[&args[..], &["--duration", "0.5"]].concat());
+        assert_eq!(o.status.code(), Some(0), "round {round}: {}", text(&o));
+        assert!(
+            !text(&o).contains("already running") && !text(&o).contains("restarting"),
+            "round {round}: {}",
+            text(&o)
+        );
+        let s = sc.summary();
+        assert_eq!(s["resumes"], 1, "{s}");
+        for role in ["ping", "pong"] {
+            assert_eq!(s["restarts"][role], 0, "round {round}: {s}");
+        }
+        drop(bg);
+    }
+}

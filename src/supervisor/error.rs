@@ -97,7 +97,8 @@ pub enum RunError {
     Job(#[from] JobError),
     /// A role exceeded the restart limit (exit code 3).
     #[error(
-        "role {role} {status}, and the run had more than {max} restarts within {window:.1} s; gave up{}",
+        "role {role} {status}, and the run had more than {} within {window:.1} s; gave up{}",
+        crate::units::plural(u64::from(*max), "restart", "restarts"),
         cause.as_ref().map(|c| format!(". The cause, as the role last reported it: {c}")).unwrap_or_default()
     )]
     RestartLimit {

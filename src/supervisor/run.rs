@@ -176,6 +176,7 @@ fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Existing, RunE
     };
     let c = OpenRun::open(&opts.name, Access::ReadWrite, registry).map_err(cannot_resume)?;
     c.control.lock()?;
+    previous_roles_gone(&c, opts.stop_timeout)?;
     if c.control.phase() == Some(RunPhase::HandedOff) {
         // Its supervisor finished the handoff and died while removing the
         // segments: finish that (by name: some are gone), control last.
@@ -213,6 +214,31 @@ fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Existing, RunE
     }
     c.control.take_over();
     Ok(Existing::Resume(c))
+}
+
+/// Waits until no process plays a role of `open`, whose supervisor lock we
+/// just took. The dead supervisor's roles get SIGKILL from the kernel
+/// (`PR_SET_PDEATHSIG`) when it dies, but a resume started at once can find
+/// them still exiting: a role spawned now would find its slot taken, fail
+/// and count as a restart. A role still alive after `timeout` (the
+/// `--stop-timeout`) is no dying role but a process that plays it on its
+/// own, e.g. one started by hand: refused, named with its pid.
+fn previous_roles_gone(open: &OpenRun, timeout: Duration) -> Result<(), RunError> {
+    let start = Instant::now();
+    for r in open.roles.iter() {
+        while open.control.role_alive(r.slot) {
+            if start.elapsed() >= timeout {
+                return Err(ControlError::RoleTaken {
+                    run: open.run().clone(),
+                    role: r.label(),
+                    pid: open.control.role_view(r.slot).pid,
+                }
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(())
 }
 
 /// Creates (new run) or opens (resumed run) the jobs' segments.
