@@ -5,7 +5,7 @@ usage: stream-rate-report.py DIR [--json]
 
 For each batch record: its window rate (rate_hz) against the run's --rate
 (from DIR/summary.json), and its window's lateness p99 and max. Prints the
-share of batch records within +-2% and +-5% of the set rate, and the
+share of batch records within ±2% and +-5% of the set rate, and the
 distribution of the per-window lateness figures. Reports only: targets and
 the machine they were measured on are in the README.
 """
@@ -51,14 +51,14 @@ def main():
         print(json.dumps(out))
         return
     print(
-        f"{out['within_2pct']} of {len(rates)} batch records within +-2% of {hz:g} Hz "
-        f"({100 * out['share_within_2pct']:.1f}%), {out['within_5pct']} within +-5%; "
+        f"{out['within_2pct']} of {len(rates)} batch records within ±2% of {hz:g} Hz "
+        f"({100 * out['share_within_2pct']:.1f}%), {out['within_5pct']} within ±5%; "
         f"window rate {out['rate_hz_min']:.1f} to {out['rate_hz_max']:.1f} Hz"
     )
     print(
-        f"lateness per 100-vector window: p99 median {out['window_lateness_p99_us_median']:.1f} us, "
-        f"p99 of the windows' p99 {out['window_lateness_p99_us_p99']:.1f} us, "
-        f"largest max {out['window_lateness_max_us_max']:.1f} us"
+        f"lateness per 100-vector window: p99 median {out['window_lateness_p99_us_median']:.1f} µs, "
+        f"p99 of the windows' p99 {out['window_lateness_p99_us_p99']:.1f} µs, "
+        f"largest max {out['window_lateness_max_us_max']:.1f} µs"
     )
 
 

@@ -71,7 +71,7 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
     /// Measure forkring's IPC against the kernel's, between two processes.
     Bench(BenchArgs),
-    /// Print a shell completion script: bash, zsh or fish (see the README
+    /// Print a shell completion script: bash, zsh, fish, elvish or PowerShell (see the README
     /// for where to put it).
     Completions(CompletionsArgs),
     /// Print the manual page (roff) of forkring or of one subcommand:
@@ -113,7 +113,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_seconds, help_heading = "Supervision")]
     pub(crate) stop_timeout: Duration,
 
-    /// Give up after more than this many restarts within --restart-window
+    /// Give up after more than this many restarts within --restart-window,
+    /// 0 to 4,294,967,295 (0: the first role that dies ends the run)
     /// [default: 10]
     #[arg(
         long,
@@ -179,7 +180,7 @@ pub(crate) struct StatusArgs {
     /// One JSON document: an array with an object per run (`[]` if none)
     #[arg(long)]
     pub(crate) json: bool,
-    /// Show the status again every SECS seconds (0.1 to 86400) until
+    /// Show the status again every SECS seconds (0.1 to 86,400) until
     /// interrupted, like watch(1) [default: 2]
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_watch)]
     pub(crate) watch: Option<Duration>,
@@ -240,7 +241,7 @@ fn parse_group(s: &str) -> Result<u32, String> {
 fn parse_watch(s: &str) -> Result<Duration, String> {
     let d = crate::units::parse_seconds(s)?;
     if !(0.1..=86_400.0).contains(&d.as_secs_f64()) {
-        return Err(format!("{s} seconds is out of range; give 0.1 to 86400"));
+        return Err(format!("{s} seconds is out of range; give 0.1 to 86,400"));
     }
     Ok(d)
 }
@@ -453,8 +454,9 @@ pub(crate) fn command(registry: Registry) -> clap::Command {
                         .long("index")
                         .value_name("I")
                         .default_value("0")
+                        .hide_default_value(true)
                         .value_parser(clap::value_parser!(u32))
-                        .help("Which role of this kind, from 0"),
+                        .help("Which role of this kind, from 0 [default: 0]"),
                 );
             cmd = cmd.subcommand((kind.options)(sub));
         }

@@ -130,3 +130,28 @@ fn no_color_is_honoured() {
     assert!(t.contains("ETA"), "a progress bar was drawn: {t:?}");
     assert!(!t.contains("\x1b[36m") && !t.contains("\x1b[34m"), "{t:?}");
 }
+
+/// stdout carries the results only: redirected to a file while stderr is a
+/// terminal, the bars still show on the terminal and the file holds the
+/// summary alone.
+#[test]
+fn bars_go_to_stderr_and_stdout_holds_the_summary() {
+    let _g = serial();
+    let sc = Scene::new("ttyout");
+    let file = sc.dir.path().join("stdout.txt");
+    let args = format!("--jobs image --size 4096 --seed 1 >{}", file.display());
+    let Some(t) = on_terminal(&sc, &args, "", 1.0) else {
+        return;
+    };
+    assert!(t.contains("rc=130"), "{t}");
+    assert!(t.contains("ETA"), "a progress bar was drawn: {t:?}");
+    let out = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        out.starts_with(&format!("run {}: ", sc.name)),
+        "stdout holds the summary first: {out:?}"
+    );
+    assert!(
+        !out.contains('\x1b') && !out.contains("ETA") && !out.contains("error:"),
+        "stdout holds the summary alone: {out:?}"
+    );
+}

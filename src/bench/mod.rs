@@ -695,7 +695,7 @@ pub(crate) fn thousands(n: u64) -> String {
 
 fn figure_text(f: Figure) -> String {
     match f {
-        Figure::LatencyNs(ns) if ns >= 10_000.0 => format!("{:.1} us one-way", ns / 1000.0),
+        Figure::LatencyNs(ns) if ns >= 10_000.0 => format!("{:.1} µs one-way", ns / 1000.0),
         Figure::LatencyNs(ns) => format!("{ns:.1} ns one-way"),
         Figure::MsgsPerS(r) if r >= 1e6 => format!("{:.2} M msgs/s", r / 1e6),
         Figure::MsgsPerS(r) => format!("{:.1} k msgs/s", r / 1e3),

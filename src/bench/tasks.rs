@@ -515,7 +515,7 @@ fn dispatch(quick: bool) -> Result<Vec<Row>, BenchError> {
                 workload: "dispatch",
                 what: format!("empty tasks, 2 workers, {name}"),
                 value: format!(
-                    "{:.0} k tasks/s ({ratio:.2}x pipe); round trip p50 {:.1} us, p99 {:.1} us",
+                    "{:.0} k tasks/s ({ratio:.2}x pipe); round trip p50 {:.1} µs, p99 {:.1} µs",
                     rate / 1e3,
                     p50 / 1e3,
                     p99 / 1e3

@@ -62,8 +62,8 @@ pub(crate) fn render(history: &Path, iteration: Option<u64>, out: &Path) -> Resu
         return Err(JobError::Usage(format!(
             "--iteration {n} is past the end: {} holds {} iterations (0 to {} are valid)",
             history.display(),
-            h.len(),
-            h.len()
+            crate::units::thousands(h.len()),
+            crate::units::thousands(h.len())
         )));
     }
     let img = h.replay(n);

@@ -58,7 +58,8 @@ pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), String> {
         }
         t.parse::<u32>().map_err(|_| {
             format!(
-                "{what} {t} in size {s:?} is out of range; give at most {MAX_PIXELS} pixels in all"
+                "{what} {t} in size {s:?} is out of range; give at most {} pixels in all",
+                crate::units::thousands(MAX_PIXELS)
             )
         })
     };

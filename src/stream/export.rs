@@ -222,8 +222,10 @@ impl ExportSettings {
         let (lo, hi) = BUFFER;
         if !self.buffer.is_power_of_two() || !(lo..=hi).contains(&self.buffer) {
             return Err(format!(
-                "--export-buffer {} is not a power of two from {lo} to {hi}",
-                self.buffer
+                "--export-buffer {} is not a power of two from {} to {}",
+                self.buffer,
+                crate::units::thousands(lo.into()),
+                crate::units::thousands(hi.into())
             ));
         }
         if dim > MAX_DIM {

@@ -144,7 +144,7 @@ pub(crate) fn batch_end(f: StreamFormat, buf: &mut Vec<u8>, r: &BatchRecord<'_>)
         StreamFormat::Text => {
             let _ = writeln!(
                 buf,
-                "--- batch {}: sequence {}..={}, {} vectors ({} received, {} filled in, marked *) ---",
+                "--- batch {}: sequences {} to {}, {} vectors ({} received, {} filled in, marked *) ---",
                 r.batch,
                 r.first_seq,
                 r.last_seq,
@@ -152,7 +152,8 @@ pub(crate) fn batch_end(f: StreamFormat, buf: &mut Vec<u8>, r: &BatchRecord<'_>)
                 r.received,
                 r.filled
             );
-            let _ = writeln!(buf, "{:>8} {:>12} {:>12}", "column", "mean", "std");
+            // Population standard deviation (divided by n), as in stream.jsonl.
+            let _ = writeln!(buf, "{:>8} {:>12} {:>12}", "column", "mean", "std (pop.)");
             for (c, (m, s)) in r.mean.iter().zip(r.std).enumerate() {
                 let _ = writeln!(buf, "{:>8} {m:>12.6} {s:>12.6}", format!("c{c}"));
             }

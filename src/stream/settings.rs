@@ -157,7 +157,11 @@ impl StreamSettings {
             if (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(format!("{opt} {v} is out of range; give {lo} to {hi}"))
+                Err(format!(
+                    "{opt} {v} is out of range; give {} to {}",
+                    crate::units::thousands(lo.into()),
+                    crate::units::thousands(hi.into())
+                ))
             }
         };
         let secs = |opt: &str, v: f64| {
@@ -176,7 +180,7 @@ impl StreamSettings {
         int("--ring-slots", self.ring_slots, bounds::RING_SLOTS)?;
         if !self.ring_slots.is_power_of_two() {
             return Err(format!(
-                "--ring-slots {} is not a power of two; give one of 2, 4, 8, ... 16777216",
+                "--ring-slots {} is not a power of two; give one of 2, 4, 8, ... 16,777,216",
                 self.ring_slots
             ));
         }
@@ -215,7 +219,7 @@ const HEADING: &str = "Stream job";
 // The shape of the stream's vectors (shared by producer and consumer).
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct VectorOpts {
-    /// Float32 values per vector, 1 to 65536 [default: 50]
+    /// Float32 values per vector, 1 to 65,536 [default: 50]
     #[arg(long, help_heading = HEADING)]
     pub(crate) dim: Option<u32>,
 }
@@ -245,7 +249,7 @@ pub(crate) struct ProducerOpts {
     /// Longest time between dropouts, seconds, 0.000001 to 1e9 [default: 3]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
     pub(crate) noise_high: Option<f64>,
-    /// Consecutive vectors dropped each time, 1 to 1000000 [default: 1]
+    /// Consecutive vectors dropped each time, 1 to 1,000,000 [default: 1]
     #[arg(long, value_name = "N", help_heading = HEADING)]
     pub(crate) noise_burst: Option<u32>,
 }
@@ -254,11 +258,11 @@ pub(crate) struct ProducerOpts {
 // Consumer options.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct ConsumerOpts {
-    /// Vectors per statistics batch, filled-in ones included, 1 to 1000000
+    /// Vectors per statistics batch, filled-in ones included, 1 to 1,000,000
     /// [default: 100]
     #[arg(long, value_name = "N", help_heading = HEADING)]
     pub(crate) batch: Option<u32>,
-    /// Received vectors in the sliding rate window, 2 to 100000 [default:
+    /// Received vectors in the sliding rate window, 2 to 100,000 [default:
     /// 100]. Its figures (stream.jsonl, status): rate_hz = (n - 1) /
     /// (t_last - t_first), vectors/s; interval_std_us = population standard
     /// deviation of the send intervals, µs; lateness_p99_us, lateness_max_us
@@ -279,7 +283,7 @@ pub(crate) struct ConsumerOpts {
 // Ring options.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct RingOpts {
-    /// Ring capacity in slots, a power of two from 2 to 16777216 [default:
+    /// Ring capacity in slots, a power of two from 2 to 16,777,216 [default:
     /// 4096]
     #[arg(long, value_name = "N", help_heading = HEADING)]
     pub(crate) ring_slots: Option<u32>,

@@ -94,13 +94,15 @@ pub(crate) fn describe(p: &Progress, per_s: Option<f64>) -> String {
 }
 
 impl Display {
-    /// Chooses the mode: quiet, bars when stdout is a terminal, else lines.
-    pub(crate) fn new(quiet: bool, json: bool, jobs: &[Progress], interval: Duration) -> Display {
+    /// Chooses the mode: quiet, bars when stderr is a terminal, else lines
+    /// on stderr. Never stdout: it carries the results only (the summary
+    /// line or `--json`), whether or not it is a terminal.
+    pub(crate) fn new(quiet: bool, jobs: &[Progress], interval: Duration) -> Display {
         let now = Instant::now();
         let mode = if quiet {
             Mode::Quiet
-        } else if std::io::stdout().is_terminal() && !json {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
+        } else if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
             let bars = jobs
                 .iter()
                 .map(|p| {

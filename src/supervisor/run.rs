@@ -365,7 +365,7 @@ impl Supervisor {
             .filter_map(|j| j.log_interval())
             .min()
             .unwrap_or(super::progress::LOG_INTERVAL);
-        let display = Display::new(opts.quiet, opts.json, &progress, interval);
+        let display = Display::new(opts.quiet, &progress, interval);
         let prior_seconds = if resumed {
             open.control.prior_seconds()
         } else {

@@ -147,14 +147,16 @@ impl Relay {
         }
         if !(1..=MAX_ELEMENTS).contains(&self.elements) {
             return Err(format!(
-                "--elements {} is out of range; give 1 to {MAX_ELEMENTS}",
-                self.elements
+                "--elements {} is out of range; give 1 to {}",
+                self.elements,
+                crate::units::thousands(MAX_ELEMENTS)
             ));
         }
         if !(1..=MAX_CHUNK).contains(&self.chunk) {
             return Err(format!(
-                "--chunk {} is out of range; give 1 to {MAX_CHUNK}",
-                self.chunk
+                "--chunk {} is out of range; give 1 to {}",
+                self.chunk,
+                crate::units::thousands(MAX_CHUNK.into())
             ));
         }
         Ok(())
@@ -265,10 +267,10 @@ pub(crate) struct RelayOpts {
     /// square, scale:K, add:K, abs, sqrt, then optionally sum, min or max
     #[arg(long, value_name = "STAGES", help_heading = "Task pool job")]
     pub(crate) pipeline: Option<String>,
-    /// Elements of the array, 1 to 100000000 [default: 500000]
+    /// Elements of the array, 1 to 100,000,000 [default: 500,000]
     #[arg(long, value_name = "N", help_heading = "Task pool job")]
     pub(crate) elements: Option<u64>,
-    /// Elements per chunk (one task each), 1 to 10000000 [default: 10000]
+    /// Elements per chunk (one task each), 1 to 10,000,000 [default: 10,000]
     #[arg(long, value_name = "C", help_heading = "Task pool job")]
     pub(crate) chunk: Option<u32>,
     /// Read the array from this file (numbers separated by white space)

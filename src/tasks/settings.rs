@@ -121,7 +121,11 @@ impl TasksSettings {
             if (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(format!("{opt} {v} is out of range; give {lo} to {hi}"))
+                Err(format!(
+                    "{opt} {v} is out of range; give {} to {}",
+                    crate::units::thousands(lo.into()),
+                    crate::units::thousands(hi.into())
+                ))
             }
         };
         int("--workers", self.workers, bounds::WORKERS)?;
@@ -188,7 +192,7 @@ pub(crate) struct TaskOpts {
     /// Simulated calls each worker keeps in flight, 1 to 4096 [default: 16]
     #[arg(long, value_name = "K", help_heading = HEADING)]
     pub(crate) concurrency: Option<u32>,
-    /// Slots of the shared task table, 1 to 1048576; a full table makes
+    /// Slots of the shared task table, 1 to 1,048,576; a full table makes
     /// submitters wait [default: 1024]
     #[arg(long, value_name = "SLOTS", help_heading = HEADING)]
     pub(crate) queue: Option<u32>,
@@ -200,11 +204,11 @@ pub(crate) struct TaskOpts {
     /// [default: 60]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
     pub(crate) task_timeout: Option<f64>,
-    /// Largest task in bytes, 256 to 1048576; larger ones are refused at
+    /// Largest task in bytes, 256 to 1,048,576; larger ones are refused at
     /// submission [default: 1024]
     #[arg(long, value_name = "BYTES", help_heading = HEADING)]
     pub(crate) task_max: Option<u32>,
-    /// Largest result in bytes, 256 to 1048576; longer replies are cut
+    /// Largest result in bytes, 256 to 1,048,576; longer replies are cut
     /// [default: 4096]
     #[arg(long, value_name = "BYTES", help_heading = HEADING)]
     pub(crate) reply_max: Option<u32>,

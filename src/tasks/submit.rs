@@ -80,8 +80,9 @@ fn command() -> clap::Command {
                 .requires("to")
                 .value_name("SECS")
                 .default_value("5")
+                .hide_default_value(true)
                 .value_parser(crate::units::parse_connect_timeout)
-                .help("With --to: seconds to reach the server, 0.001 to 3600"),
+                .help("With --to: seconds to reach the server, 0.001 to 3600 [default: 5]"),
         )
         .arg(
             Arg::new("file")
