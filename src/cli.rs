@@ -144,7 +144,8 @@ pub(crate) struct RunArgs {
     pub(crate) json: bool,
 
     /// Replace the results of another run (another --name) that --out
-    /// already holds (summary.json); without it such a run is refused
+    /// already holds (summary.json); its result files the new run does not
+    /// write are removed at the handoff. Without it such a run is refused
     #[arg(long)]
     pub(crate) overwrite: bool,
 

@@ -137,3 +137,47 @@ fn help_has_no_insider_wording() {
     assert!(!t.contains("\n          \n          [default:"), "{t}");
     assert!(t.contains("--noise-burst"), "{t}");
 }
+
+/// Every key of summary.json (top level, each job's settings and results,
+/// the supervisor's options) is documented in docs/schemas.md.
+#[test]
+fn every_summary_field_is_documented() {
+    let _g = serial();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/schemas.md")).unwrap();
+    let sc = Scene::new("schema");
+    let tasks = sc.dir.path().join("tasks.txt");
+    std::fs::write(&tasks, "spin 1\nspin 2\n").unwrap();
+    let o = sc.run(&[
+        "--jobs",
+        "image,stream,tasks",
+        "--size",
+        "64",
+        "--rate",
+        "max",
+        "--count",
+        "500",
+        "--noise",
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--duration",
+        "60",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = sc.summary();
+    let mut missing = Vec::new();
+    let mut check = |path: &str, v: &serde_json::Value| {
+        for k in v.as_object().unwrap().keys() {
+            if !doc.contains(&format!("`{k}`")) && !doc.contains(&format!("`{k},")) {
+                missing.push(format!("{path}{k}"));
+            }
+        }
+    };
+    check("", &s);
+    check("supervisor.", &s["supervisor"]);
+    for job in ["image", "stream", "tasks"] {
+        check(&format!("settings.{job}."), &s["settings"][job]);
+        check(&format!("{job}."), &s[job]);
+    }
+    assert!(missing.is_empty(), "not in docs/schemas.md: {missing:?}");
+}

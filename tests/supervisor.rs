@@ -310,10 +310,21 @@ fn results_are_not_overwritten_without_asking() {
     // The same run started again into its own directory is fine.
     let o = sc.run(&quick);
     assert!(o.status.success(), "{}", text(&o));
-    args.push("--overwrite");
+    // --overwrite with another job: the earlier run's stream.jsonl goes
+    // (it would sit beside the new results looking current); a file of
+    // the user's stays.
+    std::fs::write(sc.dir.path().join("notes.txt"), "mine").unwrap();
+    let mut args = vec!["run", "--name", &other, "--quiet", "--out", sc.out()];
+    args.extend_from_slice(&["--jobs", "image", "--size", "64", "--overwrite"]);
     let o = forkring(&args);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(summary(sc.dir.path())["run"], other.as_str());
+    let s = summary(sc.dir.path());
+    assert_eq!(s["run"], other.as_str());
+    assert!(!sc.dir.path().join("stream.jsonl").exists(), "{s}");
+    assert!(sc.dir.path().join("image.png").exists(), "{s}");
+    assert!(sc.dir.path().join("notes.txt").exists());
+    let o = forkring(&["verify", sc.out()]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// Nothing to show is still an answer, in a /dev/shm of our own (a private

@@ -261,6 +261,7 @@ impl ExportSettings {
             "stream": self.stream,
             "policy": self.policy.name(),
             "buffer": self.buffer,
+            "connect_timeout_s": self.connect_timeout,
         })
     }
 }

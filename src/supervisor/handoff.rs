@@ -63,16 +63,33 @@ pub(crate) fn restarts_by_role(open: &OpenRun) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// How a run ended, as `summary.json` records it.
+pub(crate) struct Ending<'a> {
+    /// Seconds of work over every supervisor of the run.
+    pub(crate) seconds: f64,
+    /// Why it ended.
+    pub(crate) cause: &'a EndCause,
+    /// The writing supervisor's own options (see
+    /// [`super::run::RunOptions::to_json`]); null when `forkring handoff`
+    /// writes.
+    pub(crate) supervisor: Value,
+}
+
 /// Writes every job's files and `summary.json` into `out`. Returns the
 /// summary. Segments are left alone (see [`remove_segments`]).
 pub(crate) fn write_results(
     open: &OpenRun,
     jobs: &[Box<dyn JobHost>],
     out: &Path,
-    seconds: f64,
-    cause: &EndCause,
+    ending: Ending<'_>,
+    registry: Registry,
     note: &dyn Fn(&str),
 ) -> Result<Value, RunError> {
+    let Ending {
+        seconds,
+        cause,
+        supervisor,
+    } = ending;
     let control = &open.control;
     let run = control.run();
     control.set_phase(RunPhase::HandingOff);
@@ -99,6 +116,10 @@ pub(crate) fn write_results(
             p.display()
         ));
     }
+    // An earlier run's results here (an `--overwrite`, or this name's
+    // previous run) are replaced: its files this run does not write go
+    // once our summary.json is in place.
+    let replaces = out.join("summary.json").exists();
     let ctx = HandoffCtx { seconds, note };
     let mut summary = Map::new();
     summary.insert("schema_version".into(), json!(SUMMARY_SCHEMA_VERSION));
@@ -132,6 +153,7 @@ pub(crate) fn write_results(
     );
     summary.insert("shm_bytes".into(), Value::Object(shm));
     summary.insert("out".into(), json!(out.display().to_string()));
+    summary.insert("supervisor".into(), supervisor);
     summary.insert(
         "settings".into(),
         Value::Object(
@@ -160,11 +182,43 @@ pub(crate) fn write_results(
         run: Some(run.clone()),
         source,
     })?;
+    if replaces {
+        for p in stale_results(out, registry, &summary) {
+            if std::fs::remove_file(&p).is_ok() {
+                note(&format!("removed {}, an earlier run's result", p.display()));
+            }
+        }
+        let _ = crate::outfile::sync_dir(out);
+    }
     control.set_phase(RunPhase::HandedOff);
     for j in jobs {
         j.handoff_done();
     }
     Ok(summary)
+}
+
+/// Result files (any job's) in `out` that `summary` does not list: an
+/// earlier run's, which would otherwise sit beside ours looking current.
+fn stale_results(out: &Path, registry: Registry, summary: &Value) -> Vec<std::path::PathBuf> {
+    fn listed(v: &Value, names: &mut std::collections::BTreeSet<String>) {
+        if let Some(o) = v.as_object() {
+            for (k, x) in o {
+                match (k.as_str(), x.as_object()) {
+                    ("files", Some(files)) => names.extend(files.keys().cloned()),
+                    _ => listed(x, names),
+                }
+            }
+        }
+    }
+    let mut ours = std::collections::BTreeSet::new();
+    listed(summary, &mut ours);
+    registry
+        .iter()
+        .flat_map(|j| j.result_files().iter().copied())
+        .filter(|f| !ours.contains(*f))
+        .map(|f| out.join(f))
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 /// Unlinks the jobs' segments, then the control segment.
@@ -206,8 +260,12 @@ pub(crate) fn hand_off_stopped(
         open,
         jobs,
         &out,
-        open.control.prior_seconds(),
-        &cause,
+        Ending {
+            seconds: open.control.prior_seconds(),
+            cause: &cause,
+            supervisor: Value::Null,
+        },
+        registry,
         &note,
     )?;
     remove_segments(open, jobs);

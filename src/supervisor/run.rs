@@ -51,6 +51,21 @@ pub(crate) struct RunOptions {
     pub(crate) group: Option<u32>,
 }
 
+impl RunOptions {
+    /// The supervisor's own options, for `summary.json` (`supervisor`):
+    /// those a resume may change, so they are not part of the recorded
+    /// settings.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "duration_s": self.duration.map(|d| d.as_secs_f64()),
+            "stop_timeout_s": self.stop_timeout.as_secs_f64(),
+            "max_restarts": self.policy.max_restarts,
+            "restart_window_s": self.policy.window.as_secs_f64(),
+            "group": self.group,
+        })
+    }
+}
+
 /// Lifecycle of one role under this supervisor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Slot {
@@ -778,8 +793,18 @@ impl Supervisor {
                 }
                 let display = &self.display;
                 let note = |msg: &str| display.log(&format!("{msg} …"));
-                let summary =
-                    handoff::write_results(&self.open, &self.jobs, &out, seconds, &cause, &note)?;
+                let summary = handoff::write_results(
+                    &self.open,
+                    &self.jobs,
+                    &out,
+                    handoff::Ending {
+                        seconds,
+                        cause: &cause,
+                        supervisor: self.opts.to_json(),
+                    },
+                    self.registry,
+                    &note,
+                )?;
                 handoff::remove_segments(&self.open, &self.jobs);
                 handoff::print_summary(&summary, self.registry, self.opts.json);
                 if self.interrupted {

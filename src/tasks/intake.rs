@@ -277,6 +277,7 @@ impl IntakeSettings {
             "consumer": self.consumer,
             "ack_wait_s": self.ack_wait,
             "drain": self.drain,
+            "connect_timeout_s": self.connect_timeout,
         })
     }
 }
