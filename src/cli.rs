@@ -35,14 +35,14 @@ Examples:
   forkring run --jobs stream --rate max --count 10000000 --json
   forkring run --name NAME ...                      after a crash, the same command resumes the run";
 
-/// forkring: a supervisor for multi-process jobs that talk only through
-/// POSIX shared memory and futexes.
+/// A supervisor for multi-process jobs that talk only through POSIX shared
+/// memory and futexes.
 #[derive(Debug, Parser)]
 #[command(name = "forkring", version = crate::VERSION, propagate_version = true, after_help = EXIT_CODES)]
 #[command(
     long_about = "forkring runs a small multi-process system on one Linux host. \
 `forkring run` supervises role processes (ping and pong paint an image, producer and consumer \
-stream vectors) that share state only through named segments in /dev/shm and wait on futexes. \
+stream vectors, a client and workers run a task pool) that share state only through named segments in /dev/shm and wait on futexes. \
 Roles that die are restarted and resume where the segments say; at the end the results are \
 written atomically to --out and the segments are removed."
 )]
