@@ -165,6 +165,18 @@ fn is_correct_partial(dir: &Path, got: &Outcome, want: &Outcome) -> bool {
             .success()
 }
 
+/// The `progress` counter of run `name` as `status --json` shows it:
+/// (value, total); None while the run is not readable.
+fn progress_of(name: &str, progress: &str) -> (Option<u64>, Option<u64>) {
+    let st = forkring(&["status", name, "--json"]);
+    let v: Value = serde_json::from_slice(&st.stdout).unwrap_or(Value::Null);
+    let counter = v[0]["progress"][0]["counters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == progress).cloned())
+        .unwrap_or(Value::Null);
+    (counter["value"].as_u64(), counter["total"].as_u64())
+}
+
 /// A killed run's segments and output directory, to restore before each
 /// trial.
 struct Base {
@@ -175,11 +187,11 @@ struct Base {
 }
 
 impl Base {
-    /// Starts `args` and SIGKILLs the whole run once it has made most of
-    /// its progress but not all (so that each trial's resume is short);
-    /// retries with other delays.
+    /// Starts `args` and SIGKILLs the whole run once `status` shows it
+    /// half-way (so that each trial's resume is short); retries when the
+    /// run finished before the kill landed. Progress, not a delay, decides:
+    /// the run's speed varies many-fold with the load on the host.
     fn killed(sc: &Scene, args: &[&str], progress: &str) -> Base {
-        let mut delay_ms = 150u64;
         for attempt in 0..20 {
             for f in segments_of(&sc.name) {
                 let _ = std::fs::remove_file(Path::new("/dev/shm").join(f));
@@ -194,7 +206,14 @@ impl Base {
                 .spawn()
                 .unwrap();
             let roles_up = wait_roles(&sc.name, 2, Duration::from_secs(20));
-            std::thread::sleep(Duration::from_millis(delay_ms));
+            let start = Instant::now();
+            while start.elapsed() < LIMIT {
+                match progress_of(&sc.name, progress) {
+                    (Some(d), Some(t)) if d >= t / 2 => break,
+                    (None, _) if child.try_wait().unwrap().is_some() => break,
+                    _ => {}
+                }
+            }
             let roles = live_roles(&sc.name);
             signal_group(child.id(), libc::SIGKILL);
             for (_, pid) in &roles {
@@ -210,19 +229,11 @@ impl Base {
                 );
                 std::thread::sleep(Duration::from_millis(2));
             }
-            let st = forkring(&["status", &sc.name, "--json"]);
-            let v: Value = serde_json::from_slice(&st.stdout).unwrap_or(Value::Null);
-            let counter = v[0]["progress"][0]["counters"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["name"] == progress).cloned())
-                .unwrap_or(Value::Null);
-            let (done, total) = (counter["value"].as_u64(), counter["total"].as_u64());
+            let (done, total) = progress_of(&sc.name, progress);
             match (roles_up, done, total) {
                 (true, Some(d), Some(t)) if d >= t / 2 && d < t => return Base::snapshot(sc),
-                (_, Some(d), Some(t)) if d < t / 2 => delay_ms = delay_ms * 3 / 2 + 5,
-                _ => delay_ms = delay_ms * 3 / 4,
+                _ => eprintln!("attempt {attempt}: killed at {done:?} of {total:?}; again"),
             }
-            eprintln!("attempt {attempt}: progress {done:?} of {total:?}; delay now {delay_ms} ms");
         }
         panic!("could not kill a run of {args:?} half-way");
     }
