@@ -99,7 +99,7 @@ pub(crate) struct RunArgs {
     pub(crate) jobs: Vec<String>,
 
     /// Seed of every random choice [default: random, recorded in summary.json]
-    #[arg(long)]
+    #[arg(value_parser = crate::units::whole_u64::<{ 0 }, { u64::MAX }>, long)]
     pub(crate) seed: Option<u64>,
 
     /// Finish the run after this many seconds of work, counted over every
@@ -117,6 +117,7 @@ pub(crate) struct RunArgs {
     /// 0 to 4,294,967,295 (0: the first role that dies ends the run)
     /// [default: 10]
     #[arg(
+        value_parser = crate::units::whole_u32::<{ 0 }, { u32::MAX }>,
         long,
         value_name = "N",
         default_value_t = 10,
@@ -181,7 +182,7 @@ pub(crate) struct StatusArgs {
     /// One JSON document: an array with an object per run (`[]` if none)
     #[arg(long)]
     pub(crate) json: bool,
-    /// Show the status again every SECS seconds (0.1 to 86,400) until
+    /// Show the status again every SECS seconds (0.1 to 86400) until
     /// interrupted, like watch(1) [default: 2]
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_watch)]
     pub(crate) watch: Option<Duration>,
@@ -242,7 +243,7 @@ fn parse_group(s: &str) -> Result<u32, String> {
 fn parse_watch(s: &str) -> Result<Duration, String> {
     let d = crate::units::parse_seconds(s)?;
     if !(0.1..=86_400.0).contains(&d.as_secs_f64()) {
-        return Err(format!("{s} seconds is out of range; give 0.1 to 86,400"));
+        return Err(format!("{s} seconds is out of range; give 0.1 to 86400"));
     }
     Ok(d)
 }
@@ -267,6 +268,11 @@ pub(crate) struct HandoffArgs {
     /// Directory for the results [default: the run's recorded --out]
     #[arg(long, value_name = "DIR")]
     pub(crate) out: Option<PathBuf>,
+    /// Replace the results of another run that DIR already holds
+    /// (summary.json); without it the handoff is refused and the segments
+    /// are kept
+    #[arg(long)]
+    pub(crate) overwrite: bool,
 }
 
 /// Options of `forkring verify`.
@@ -314,14 +320,14 @@ pub(crate) enum BenchCommand {
 /// Options of `forkring bench export`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchExportArgs {
-    /// Vectors per stream run
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1000..=100_000_000))]
+    /// Vectors per stream run, 1,000 to 100,000,000 [default: 200,000]
+    #[arg(long, default_value_t = 200_000, hide_default_value = true, value_parser = crate::units::whole_u64::<1000, 100_000_000>)]
     pub(crate) vectors: u64,
-    /// Tasks per pool run
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
+    /// Tasks per pool run, 100 to 10,000,000 [default: 20,000]
+    #[arg(long, default_value_t = 20_000, hide_default_value = true, value_parser = crate::units::whole_u64::<100, 10_000_000>)]
     pub(crate) tasks: u64,
     /// Runs per figure; the best is reported (noise from other load)
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 3, value_parser = crate::units::whole_u32::<1, 100>)]
     pub(crate) repeat: u32,
     /// One JSON object per measurement, one per line
     #[arg(long)]
@@ -355,7 +361,7 @@ pub(crate) struct BenchImageArgs {
     #[arg(long, alias = "no-reference")]
     pub(crate) no_python_sizes: bool,
     /// Runs per figure; the best is reported (noise from other load)
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 3, value_parser = crate::units::whole_u32::<1, 100>)]
     pub(crate) repeat: u32,
     /// One JSON object per measurement, one per line
     #[arg(long)]
@@ -365,14 +371,15 @@ pub(crate) struct BenchImageArgs {
 /// Options of `forkring bench stream`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchStreamArgs {
-    /// Vectors per throughput measurement
-    #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    /// Vectors per throughput measurement, at least 1,000 [default:
+    /// 5,000,000]
+    #[arg(long, default_value_t = 5_000_000, hide_default_value = true, value_parser = crate::units::whole_u64::<1000, { u64::MAX }>)]
     pub(crate) count: u64,
     /// Seconds of the 1000 Hz CPU measurement, 0.01 to 3600
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_idle_seconds)]
     pub(crate) idle_seconds: f64,
     /// Runs per throughput figure; the best is reported (noise from other load)
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 3, value_parser = crate::units::whole_u32::<1, 100>)]
     pub(crate) repeat: u32,
     /// One JSON object per measurement, one per line
     #[arg(long)]
@@ -397,10 +404,10 @@ pub(crate) struct TransportArgs {
     pub(crate) json: bool,
     /// Passes per latency measurement (rounded up to even) [default: per
     /// mechanism]
-    #[arg(long, alias = "handoffs", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::bench::transport::MAX_PASSES))]
+    #[arg(long, alias = "handoffs", value_name = "N", value_parser = crate::units::whole_u64::<1, { crate::bench::transport::MAX_PASSES }>)]
     pub(crate) passes: Option<u64>,
     /// Messages per throughput measurement [default: per mechanism]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long, value_name = "N", value_parser = crate::units::whole_u64::<2, { u64::MAX }>)]
     pub(crate) messages: Option<u64>,
     /// Only these, comma-separated: turn-spin, turn-sleep, pipe, socket,
     /// eventfd, ring, or a kind (latency, throughput)
@@ -590,7 +597,7 @@ pub(crate) fn dispatch(m: &ArgMatches, registry: Registry) -> Result<(), Failure
         }
         Command::Clean(a) => crate::ops::clean(a.name.as_ref(), a.dry_run)
             .map_err(|e| report(e.into(), a.name.as_ref())),
-        Command::Handoff(a) => crate::ops::handoff(&a.run, a.out.as_deref(), registry)
+        Command::Handoff(a) => crate::ops::handoff(&a.run, a.out.as_deref(), a.overwrite, registry)
             .map_err(|e| report(e.into(), Some(&a.run))),
         Command::Verify(a) => {
             let result = crate::ops::verify(&a.dir, registry);
@@ -787,10 +794,10 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
             EXIT_FAILURE,
             "; pick another --name or stop it first".into(),
         ),
-        Error::Run(RunError::Control(crate::control::ControlError::RoleTaken { pid, .. })) => (
+        Error::Run(RunError::Control(crate::control::ControlError::RoleTaken { run, .. })) => (
             EXIT_FAILURE,
             format!(
-                "; its supervisor is dead, so no supervisor started it: stop that process (kill {pid}), then run again"
+                "; the run's supervisor is dead, and its roles died with it, so another process holds the slot: find it with `fuser -v /dev/shm/forkring.{run}.control`, stop it, then run again"
             ),
         ),
         Error::Run(RunError::Live { .. }) => {
@@ -820,7 +827,7 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
         Error::Run(RunError::Unreadable { run, .. }) => (EXIT_FAILURE, clean(run)),
         Error::Run(RunError::WouldOverwrite { .. }) => (
             EXIT_FAILURE,
-            "; pass --overwrite to replace them, or choose another --out".into(),
+            "; pass --overwrite to replace them, or choose another --out (a run that already stopped keeps its results in its segments: `forkring handoff --run NAME --out DIR`)".into(),
         ),
         Error::Job(JobError::SupervisorGone { run })
         | Error::Run(RunError::Job(JobError::SupervisorGone { run })) => (

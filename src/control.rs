@@ -312,7 +312,7 @@ pub enum ControlError {
         pid: u32,
     },
     /// A live process already plays this role.
-    #[error("role {role} of run {run} is already running (pid {pid})")]
+    #[error("role {role} of run {run} is already running (its slot is held; pid {pid} recorded)")]
     RoleTaken {
         /// Run name.
         run: RunName,

@@ -442,6 +442,7 @@ pub(crate) fn clean(name: Option<&RunName>, dry_run: bool) -> Result<(), RunErro
 pub(crate) fn handoff(
     run: &RunName,
     out: Option<&Path>,
+    overwrite: bool,
     registry: Registry,
 ) -> Result<(), RunError> {
     let open = OpenRun::open(run, Access::ReadWrite, registry)?;
@@ -461,7 +462,7 @@ pub(crate) fn handoff(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| open.settings.out.clone());
     let jobs = open.hosts(Hosts::Open(Access::ReadWrite))?;
-    handoff::hand_off_stopped(&open, &jobs, &out, registry, false)?;
+    handoff::hand_off_stopped(&open, &jobs, &out, registry, false, overwrite)?;
     Ok(())
 }
 

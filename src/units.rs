@@ -122,9 +122,61 @@ pub(crate) fn rfc3339_utc(ms: u64) -> String {
     )
 }
 
+/// Parses a whole number from `lo` to `hi` for an option; the message
+/// gives the range as people read it (`1 to 1,000,000`).
+fn whole_in(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let range = || match (lo, hi) {
+        (0, _) => format!("give at most {}", thousands(hi)),
+        (_, u64::MAX) => format!("give at least {}", thousands(lo)),
+        _ => format!("give {} to {}", thousands(lo), thousands(hi)),
+    };
+    let t = s.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?} is not a whole number; {}", range()));
+    }
+    match t.parse::<u64>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("{s} is out of range; {}", range())),
+    }
+}
+
+/// `value_parser` for a `u64` option taking `LO` to `HI`.
+pub(crate) fn whole_u64<const LO: u64, const HI: u64>(s: &str) -> Result<u64, String> {
+    whole_in(s, LO, HI)
+}
+
+/// `value_parser` for a `u32` option taking `LO` to `HI`.
+pub(crate) fn whole_u32<const LO: u32, const HI: u32>(s: &str) -> Result<u32, String> {
+    // In range of u32 by the bounds.
+    whole_in(s, LO.into(), HI.into()).map(|v| v as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_numbers_name_their_range() {
+        assert_eq!(whole_u32::<1, 1_000_000>("1000000"), Ok(1_000_000));
+        assert_eq!(
+            whole_u32::<1, 1_000_000>("0").unwrap_err(),
+            "0 is out of range; give 1 to 1,000,000"
+        );
+        assert_eq!(
+            whole_u64::<0, { u64::MAX }>("99999999999999999999").unwrap_err(),
+            "99999999999999999999 is out of range; give at most 18,446,744,073,709,551,615"
+        );
+        assert_eq!(
+            whole_u64::<1000, { u64::MAX }>("5").unwrap_err(),
+            "5 is out of range; give at least 1,000"
+        );
+        assert!(
+            whole_u32::<0, 5>("1e3")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        assert!(whole_u32::<0, 5>("").is_err());
+    }
 
     #[test]
     fn seconds_are_bounded() {

@@ -638,3 +638,75 @@ fn a_resume_right_after_a_supervisor_kill_counts_no_restart() {
         drop(bg);
     }
 }
+
+/// Another run may hand off into the same --out while this one works, and
+/// `forkring handoff --out` may name a directory with another run's
+/// results: neither replaces (or removes) those results without
+/// --overwrite, and the refused run keeps its results in its segments.
+#[test]
+fn no_handoff_replaces_another_runs_results() {
+    let _g = serial();
+    let a = Scene::new("ow-late");
+    let b_name = run_name("ow-early");
+    let _c = Cleanup(b_name.clone());
+    // A: about 2.5 s of stream work into its own directory.
+    let bg = a.spawn(&["--jobs", "stream", "--rate", "1000", "--count", "2500"]);
+    assert!(
+        wait_attached(&a.name, 2, Duration::from_secs(20)),
+        "{}",
+        bg.log()
+    );
+    // B, started and finished meanwhile into the same directory.
+    let o = forkring(&[
+        "run",
+        "--name",
+        &b_name,
+        "--quiet",
+        "--out",
+        a.out(),
+        "--jobs",
+        "image",
+        "--size",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let b_summary = std::fs::read(a.dir.path().join("summary.json")).unwrap();
+    let (st, log) = bg.wait(Duration::from_secs(60));
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("already holds the results of run {b_name}"))
+            && log.contains("forkring handoff --run"),
+        "{log}"
+    );
+    // B's results are untouched; A's are still in its segments.
+    assert_eq!(
+        std::fs::read(a.dir.path().join("summary.json")).unwrap(),
+        b_summary
+    );
+    assert!(a.dir.path().join("image.png").exists());
+    assert!(!a.dir.path().join("stream.jsonl").exists());
+    assert!(!segments_of(&a.name).is_empty());
+    // `handoff --out` into B's directory: refused alike, nothing changes.
+    let o = forkring(&["handoff", "--run", &a.name, "--out", a.out()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--overwrite"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(a.dir.path().join("summary.json")).unwrap(),
+        b_summary
+    );
+    assert!(a.dir.path().join("image.png").exists());
+    // Elsewhere, the results are complete.
+    let elsewhere = tempdir();
+    let o = forkring(&[
+        "handoff",
+        "--run",
+        &a.name,
+        "--out",
+        elsewhere.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(summary(elsewhere.path())["stream"]["received"], 2500);
+    assert!(segments_of(&a.name).is_empty());
+    let o = forkring(&["verify", elsewhere.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -84,6 +84,36 @@ impl Difference {
     }
 }
 
+impl Difference {
+    /// Compares a group of options recorded as one JSON object (e.g.
+    /// `--export` and its `--export-*` options): `fields` maps each key to
+    /// its option; the first is the group's switch, named alone when only
+    /// one side has the group. Keys not listed (derived values, start-up
+    /// timeouts a resume may change) are not compared.
+    pub(crate) fn of_group(
+        fields: &[(&str, &str)],
+        recorded: Option<&serde_json::Value>,
+        requested: Option<&serde_json::Value>,
+    ) -> Vec<Difference> {
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        match (recorded, requested) {
+            (Some(a), Some(b)) => fields
+                .iter()
+                .filter_map(|(k, opt)| Difference::of(opt, Some(text(&a[*k])), Some(text(&b[*k]))))
+                .collect(),
+            (a, b) => {
+                let (k, opt) = fields[0];
+                Difference::of(opt, a.map(|a| text(&a[k])), b.map(|b| text(&b[k])))
+                    .into_iter()
+                    .collect()
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for Difference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let rec = self.recorded.as_deref();

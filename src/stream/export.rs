@@ -143,8 +143,8 @@ pub(crate) struct ExportOpts {
     #[arg(long, value_name = "POLICY", help_heading = HEADING)]
     pub(crate) export_policy: Option<ExportPolicy>,
     /// Messages buffered in shared memory for the exporter, a power of two
-    /// from 4 to 4096 [default: 64]
-    #[arg(long, value_name = "MESSAGES", help_heading = HEADING)]
+    /// from 4 to 4,096 [default: 64]
+    #[arg(value_parser = crate::units::whole_u32::<{ BUFFER.0 }, { BUFFER.1 }>, long, value_name = "MESSAGES", help_heading = HEADING)]
     pub(crate) export_buffer: Option<u32>,
 }
 

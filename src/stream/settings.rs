@@ -220,7 +220,7 @@ const HEADING: &str = "Stream job";
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct VectorOpts {
     /// Float32 values per vector, 1 to 65,536 [default: 50]
-    #[arg(long, help_heading = HEADING)]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::DIM.0 }, { bounds::DIM.1 }>, long, help_heading = HEADING)]
     pub(crate) dim: Option<u32>,
 }
 
@@ -237,7 +237,7 @@ pub(crate) struct ProducerOpts {
     pub(crate) rate: Option<Rate>,
     /// Stop after this many sequence numbers (dropped ones included)
     /// [default: no end]
-    #[arg(long, value_name = "N", help_heading = HEADING)]
+    #[arg(value_parser = crate::units::whole_u64::<{ 0 }, { u64::MAX }>, long, value_name = "N", help_heading = HEADING)]
     pub(crate) count: Option<u64>,
     /// Simulate dropouts: drop --noise-burst vectors every X seconds, X
     /// uniform in [--noise-low, --noise-high]
@@ -250,7 +250,7 @@ pub(crate) struct ProducerOpts {
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
     pub(crate) noise_high: Option<f64>,
     /// Consecutive vectors dropped each time, 1 to 1,000,000 [default: 1]
-    #[arg(long, value_name = "N", help_heading = HEADING)]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::NOISE_BURST.0 }, { bounds::NOISE_BURST.1 }>, long, value_name = "N", help_heading = HEADING)]
     pub(crate) noise_burst: Option<u32>,
 }
 
@@ -260,7 +260,7 @@ pub(crate) struct ProducerOpts {
 pub(crate) struct ConsumerOpts {
     /// Vectors per statistics batch, filled-in ones included, 1 to 1,000,000
     /// [default: 100]
-    #[arg(long, value_name = "N", help_heading = HEADING)]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::BATCH.0 }, { bounds::BATCH.1 }>, long, value_name = "N", help_heading = HEADING)]
     pub(crate) batch: Option<u32>,
     /// Received vectors in the sliding rate window, 2 to 100,000 [default:
     /// 100]. Its figures (stream.jsonl, status): rate_hz = (n - 1) /
@@ -268,7 +268,7 @@ pub(crate) struct ConsumerOpts {
     /// deviation of the send intervals, µs; lateness_p99_us, lateness_max_us
     /// = send time - scheduled time, 99th percentile (nearest rank) and
     /// maximum, µs
-    #[arg(long, value_name = "N", help_heading = HEADING)]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::RATE_WINDOW.0 }, { bounds::RATE_WINDOW.1 }>, long, value_name = "N", help_heading = HEADING)]
     pub(crate) rate_window: Option<u32>,
     /// Seconds between rate log lines, 0.000001 to 1e9 [default: 1]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
@@ -284,8 +284,8 @@ pub(crate) struct ConsumerOpts {
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct RingOpts {
     /// Ring capacity in slots, a power of two from 2 to 16,777,216 [default:
-    /// 4096]
-    #[arg(long, value_name = "N", help_heading = HEADING)]
+    /// 4,096]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::RING_SLOTS.0 }, { bounds::RING_SLOTS.1 }>, long, value_name = "N", help_heading = HEADING)]
     pub(crate) ring_slots: Option<u32>,
 }
 
@@ -552,14 +552,20 @@ impl JobSettings for StreamSettings {
             Difference::of("--format", Some(a.format.name()), Some(b.format.name())),
             Difference::of("--ring-slots", Some(a.ring_slots), Some(b.ring_slots)),
             Difference::of("--seed", Some(a.seed), Some(b.seed)),
-            Difference::of(
-                "--export",
-                a.export.as_ref().map(|x| x.to_json().to_string()),
-                b.export.as_ref().map(|x| x.to_json().to_string()),
-            ),
         ]
         .into_iter()
         .flatten()
+        .chain(Difference::of_group(
+            &[
+                ("url", "--export"),
+                ("subject", "--export-subject"),
+                ("stream", "--export-stream"),
+                ("policy", "--export-policy"),
+                ("buffer", "--export-buffer"),
+            ],
+            a.export.as_ref().map(|x| x.to_json()).as_ref(),
+            b.export.as_ref().map(|x| x.to_json()).as_ref(),
+        ))
         .collect()
     }
     fn adopt_seed(&mut self, recorded: &dyn JobSettings) {
@@ -665,6 +671,38 @@ mod tests {
         assert_eq!(
             d[0].to_string(),
             "--count: the run has none, you asked for 6000"
+        );
+    }
+
+    /// The export's options are compared one by one, as typed; its
+    /// start-up timeout is not a setting of the run.
+    #[test]
+    fn export_differences_name_the_option() {
+        let export = |subject: &str, connect_timeout: f64| {
+            Some(crate::stream::export::ExportSettings {
+                url: crate::nats::names::Endpoint::parse("--export", "nats://127.0.0.1:4222")
+                    .unwrap(),
+                subject: subject.into(),
+                stream: "S".into(),
+                stream_named: false,
+                policy: crate::stream::export::ExportPolicy::Block,
+                buffer: 64,
+                connect_timeout,
+            })
+        };
+        let mut a = sample();
+        a.export = export("a.b", 5.0);
+        let mut b = sample();
+        b.export = export("a.b", 2.5);
+        assert!(a.differences(&b).is_empty());
+        b.export = export("a.c", 5.0);
+        let d: Vec<String> = a.differences(&b).iter().map(|d| d.to_string()).collect();
+        assert_eq!(d, ["--export-subject: the run has a.b, you asked for a.c"]);
+        b.export = None;
+        let d: Vec<String> = a.differences(&b).iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            d,
+            ["--export: the run has nats://127.0.0.1:4222, you did not give it"]
         );
     }
 }

@@ -215,7 +215,7 @@ pub enum RunError {
         foreign: bool,
     },
     /// A new run would replace another run's results.
-    #[error("{} already holds the results of run {other} (summary.json); a new run would replace them", out.display())]
+    #[error("{} already holds the results of run {other} (summary.json); writing this run's results there would replace them", out.display())]
     WouldOverwrite {
         /// The output directory.
         out: std::path::PathBuf,

@@ -73,6 +73,8 @@ pub(crate) struct Ending<'a> {
     /// [`super::run::RunOptions::to_json`]); null when `forkring handoff`
     /// writes.
     pub(crate) supervisor: Value,
+    /// `--overwrite`: another run's results in `out` may be replaced.
+    pub(crate) overwrite: bool,
 }
 
 /// Writes every job's files and `summary.json` into `out`. Returns the
@@ -89,9 +91,20 @@ pub(crate) fn write_results(
         seconds,
         cause,
         supervisor,
+        overwrite,
     } = ending;
     let control = &open.control;
     let run = control.run();
+    // Another run may have handed off into `out` since this one started:
+    // its results are not replaced without --overwrite (ours stay in the
+    // segments; `forkring handoff --out` writes them elsewhere).
+    if !overwrite {
+        check_no_results(run, out)?;
+    }
+    // Results already here are this run's earlier ones, or --overwrite's:
+    // result files this run does not write go once our summary.json is in
+    // place (they would otherwise sit beside ours looking current).
+    let replaces = out.join("summary.json").exists();
     control.set_phase(RunPhase::HandingOff);
     // The output directory may have been removed while the run worked: the
     // results go where they were asked for all the same.
@@ -116,10 +129,6 @@ pub(crate) fn write_results(
             p.display()
         ));
     }
-    // An earlier run's results here (an `--overwrite`, or this name's
-    // previous run) are replaced: its files this run does not write go
-    // once our summary.json is in place.
-    let replaces = out.join("summary.json").exists();
     let ctx = HandoffCtx { seconds, note };
     let mut summary = Map::new();
     summary.insert("schema_version".into(), json!(SUMMARY_SCHEMA_VERSION));
@@ -221,6 +230,34 @@ fn stale_results(out: &Path, registry: Registry, summary: &Value) -> Vec<std::pa
         .collect()
 }
 
+/// Refuses to write run `name`'s results into a directory that holds
+/// another run's (a `summary.json` naming another run, or unreadable):
+/// checked before a new run creates anything, and again at its handoff
+/// (another run may have written there meanwhile). The same run into its own directory is fine: a resume never
+/// gets here, and a run started again under its name replaces its results
+/// (the task pool continues from them).
+pub(crate) fn check_no_results(
+    name: &crate::shm::RunName,
+    out: &std::path::Path,
+) -> Result<(), RunError> {
+    let summary = out.join("summary.json");
+    if !summary.is_file() {
+        return Ok(());
+    }
+    let other = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["run"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    if other == name.as_str() {
+        return Ok(());
+    }
+    Err(RunError::WouldOverwrite {
+        out: out.to_path_buf(),
+        other,
+    })
+}
+
 /// Unlinks the jobs' segments, then the control segment.
 pub(crate) fn remove_segments(open: &OpenRun, jobs: &[Box<dyn JobHost>]) {
     for j in jobs {
@@ -240,6 +277,7 @@ pub(crate) fn hand_off_stopped(
     out: &Path,
     registry: Registry,
     as_json: bool,
+    overwrite: bool,
 ) -> Result<Value, RunError> {
     let out = crate::outfile::prepare_dir(out)
         .map_err(|source| RunError::Output { run: None, source })?;
@@ -264,6 +302,7 @@ pub(crate) fn hand_off_stopped(
             seconds: open.control.prior_seconds(),
             cause: &cause,
             supervisor: Value::Null,
+            overwrite,
         },
         registry,
         &note,

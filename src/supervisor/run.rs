@@ -108,30 +108,6 @@ fn check_shm_space(name: &RunName, settings: &RunSettings) -> Result<(), RunErro
     Ok(())
 }
 
-/// Refuses a new run into a directory that holds another run's results
-/// (a `summary.json` naming another run, or unreadable), before anything
-/// is created. The same run into its own directory is fine: a resume never
-/// gets here, and a run started again under its name replaces its results
-/// (the task pool continues from them).
-fn check_no_results(name: &RunName, out: &std::path::Path) -> Result<(), RunError> {
-    let summary = out.join("summary.json");
-    if !summary.is_file() {
-        return Ok(());
-    }
-    let other = std::fs::read_to_string(&summary)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["run"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
-    if other == name.as_str() {
-        return Ok(());
-    }
-    Err(RunError::WouldOverwrite {
-        out: out.to_path_buf(),
-        other,
-    })
-}
-
 /// Creates a new run or takes over a run whose supervisor died. Returns the
 /// run and whether it was resumed.
 fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, bool), RunError> {
@@ -142,7 +118,7 @@ fn open_or_create(opts: &RunOptions, registry: Registry) -> Result<(OpenRun, boo
         Existing::Discarded(d) => Some(d),
     };
     if !opts.overwrite {
-        check_no_results(&opts.name, &opts.settings.out)?;
+        handoff::check_no_results(&opts.name, &opts.settings.out)?;
     }
     check_shm_space(&opts.name, &opts.settings)?;
     match OpenRun::create(&opts.name, &opts.settings) {
@@ -235,10 +211,12 @@ fn open_existing(opts: &RunOptions, registry: Registry) -> Result<Existing, RunE
 /// just took. The dead supervisor's roles get SIGKILL from the kernel
 /// (`PR_SET_PDEATHSIG`) when it dies, but a resume started at once can find
 /// them still exiting: a role spawned now would find its slot taken, fail
-/// and count as a restart. A role still alive after `timeout` (the
-/// `--stop-timeout`) is no dying role but a process that plays it on its
-/// own, e.g. one started by hand: refused, named with its pid.
+/// and count as a restart. A slot still held after `timeout` (the
+/// `--stop-timeout`, at most 10 s: a killed process exits in milliseconds)
+/// is held by a process that does not die with the supervisor: refused,
+/// with the pid the slot recorded (which may be stale).
 fn previous_roles_gone(open: &OpenRun, timeout: Duration) -> Result<(), RunError> {
+    let timeout = timeout.min(Duration::from_secs(10));
     let start = Instant::now();
     for r in open.roles.iter() {
         while open.control.role_alive(r.slot) {
@@ -321,12 +299,12 @@ pub(crate) fn run(opts: RunOptions, signals: Signals, registry: Registry) -> Res
             Some(RunPhase::Stopping | RunPhase::HandingOff)
         ) {
             // The previous supervisor died while stopping: finish its stop.
-            println!(
+            eprintln!(
                 "run {}: its supervisor died while stopping it; handing off the results",
                 opts.name
             );
             let out = open.settings.out.clone();
-            handoff::hand_off_stopped(&open, &jobs, &out, registry, opts.json)?;
+            handoff::hand_off_stopped(&open, &jobs, &out, registry, opts.json, opts.overwrite)?;
             return Ok(());
         }
         for j in &jobs {
@@ -801,6 +779,7 @@ impl Supervisor {
                         seconds,
                         cause: &cause,
                         supervisor: self.opts.to_json(),
+                        overwrite: self.opts.overwrite,
                     },
                     self.registry,
                     &note,

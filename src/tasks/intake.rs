@@ -105,7 +105,7 @@ pub(crate) struct IntakeOpts {
     #[arg(long, value_name = "NAME", help_heading = HEADING)]
     pub(crate) consumer: Option<String>,
     /// Seconds before a message taken by a run that died is delivered
-    /// again, 1 to 86,400 (used when the consumer is created) [default: 30]
+    /// again, 1 to 86400 (used when the consumer is created) [default: 30]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
     pub(crate) ack_wait: Option<f64>,
     /// End the run once the queue is empty and every task taken from it,
@@ -189,8 +189,7 @@ impl IntakeOpts {
         if !(ACK_WAIT.0..=ACK_WAIT.1).contains(&ack_wait) {
             return Err(JobError::Usage(format!(
                 "--ack-wait {ack_wait} is out of range; give {} to {} seconds",
-                ACK_WAIT.0,
-                crate::units::thousands(ACK_WAIT.1 as u64)
+                ACK_WAIT.0, ACK_WAIT.1
             )));
         }
         let s = IntakeSettings {

@@ -268,10 +268,10 @@ pub(crate) struct RelayOpts {
     #[arg(long, value_name = "STAGES", help_heading = "Task pool job")]
     pub(crate) pipeline: Option<String>,
     /// Elements of the array, 1 to 100,000,000 [default: 500,000]
-    #[arg(long, value_name = "N", help_heading = "Task pool job")]
+    #[arg(value_parser = crate::units::whole_u64::<{ 1 }, { MAX_ELEMENTS }>, long, value_name = "N", help_heading = "Task pool job")]
     pub(crate) elements: Option<u64>,
     /// Elements per chunk (one task each), 1 to 10,000,000 [default: 10,000]
-    #[arg(long, value_name = "C", help_heading = "Task pool job")]
+    #[arg(value_parser = crate::units::whole_u32::<{ 1 }, { MAX_CHUNK }>, long, value_name = "C", help_heading = "Task pool job")]
     pub(crate) chunk: Option<u32>,
     /// Read the array from this file (numbers separated by white space)
     /// [default: generated from the seed]

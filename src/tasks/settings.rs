@@ -186,31 +186,31 @@ pub(crate) struct TaskOpts {
     /// `IP:COMMAND<TAB>SECONDS<TAB>REPLY`
     #[arg(long, value_name = "FILE", help_heading = HEADING)]
     pub(crate) table: Option<PathBuf>,
-    /// Worker processes, 1 to 1000 [default: 2]
-    #[arg(long, value_name = "N", help_heading = HEADING)]
+    /// Worker processes, 1 to 1,000 [default: 2]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::WORKERS.0 }, { bounds::WORKERS.1 }>, long, value_name = "N", help_heading = HEADING)]
     pub(crate) workers: Option<u32>,
-    /// Simulated calls each worker keeps in flight, 1 to 4096 [default: 16]
-    #[arg(long, value_name = "K", help_heading = HEADING)]
+    /// Simulated calls each worker keeps in flight, 1 to 4,096 [default: 16]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::CONCURRENCY.0 }, { bounds::CONCURRENCY.1 }>, long, value_name = "K", help_heading = HEADING)]
     pub(crate) concurrency: Option<u32>,
     /// Slots of the shared task table, 1 to 1,048,576; a full table makes
-    /// submitters wait [default: 1024]
-    #[arg(long, value_name = "SLOTS", help_heading = HEADING)]
+    /// submitters wait [default: 1,024]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::QUEUE.0 }, { bounds::QUEUE.1 }>, long, value_name = "SLOTS", help_heading = HEADING)]
     pub(crate) queue: Option<u32>,
     /// Quarantine a task after its worker died this many times, 1 to 100
     /// [default: 3]
-    #[arg(long, value_name = "N", help_heading = HEADING)]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::ATTEMPTS.0 }, { bounds::ATTEMPTS.1 }>, long, value_name = "N", help_heading = HEADING)]
     pub(crate) max_attempts: Option<u32>,
     /// Seconds an `exec` task may run before it is killed, 0.000001 to 1e9
     /// [default: 60]
     #[arg(long, value_name = "SECS", value_parser = crate::units::parse_seconds_f64, help_heading = HEADING)]
     pub(crate) task_timeout: Option<f64>,
     /// Largest task in bytes, 256 to 1,048,576; larger ones are refused at
-    /// submission [default: 1024]
-    #[arg(long, value_name = "BYTES", help_heading = HEADING)]
+    /// submission [default: 1,024]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::BYTES.0 }, { bounds::BYTES.1 }>, long, value_name = "BYTES", help_heading = HEADING)]
     pub(crate) task_max: Option<u32>,
     /// Largest result in bytes, 256 to 1,048,576; longer replies are cut
-    /// [default: 4096]
-    #[arg(long, value_name = "BYTES", help_heading = HEADING)]
+    /// [default: 4,096]
+    #[arg(value_parser = crate::units::whole_u32::<{ bounds::BYTES.0 }, { bounds::BYTES.1 }>, long, value_name = "BYTES", help_heading = HEADING)]
     pub(crate) reply_max: Option<u32>,
     #[command(flatten)]
     pub(crate) relay: super::relay::RelayOpts,
@@ -348,11 +348,6 @@ impl JobSettings for TasksSettings {
             Difference::of("--task-max", Some(a.task_max), Some(b.task_max)),
             Difference::of("--reply-max", Some(a.reply_max), Some(b.reply_max)),
             Difference::of(
-                "--from",
-                a.intake.as_ref().map(|i| i.to_json().to_string()),
-                b.intake.as_ref().map(|i| i.to_json().to_string()),
-            ),
-            Difference::of(
                 "--seed",
                 a.relay.as_ref().map(|_| a.seed),
                 b.relay.as_ref().map(|_| b.seed),
@@ -360,6 +355,20 @@ impl JobSettings for TasksSettings {
         ]
         .into_iter()
         .flatten()
+        .chain(Difference::of_group(
+            &[
+                ("url", "--from"),
+                ("tasks_subject", "--tasks-subject"),
+                ("results_subject", "--results-subject"),
+                ("tasks_stream", "--tasks-stream"),
+                ("results_stream", "--results-stream"),
+                ("consumer", "--consumer"),
+                ("ack_wait_s", "--ack-wait"),
+                ("drain", "--drain"),
+            ],
+            a.intake.as_ref().map(|i| i.to_json()).as_ref(),
+            b.intake.as_ref().map(|i| i.to_json()).as_ref(),
+        ))
         .collect()
     }
     fn adopt_seed(&mut self, recorded: &dyn JobSettings) {

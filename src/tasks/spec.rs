@@ -234,8 +234,7 @@ pub(crate) fn parse_table(text: &str) -> Result<Table, String> {
             .map_err(|_| format!("line {n}: {secs:?} is not a number of seconds"))?;
         if !(seconds.is_finite() && (0.0..=MAX_CALL_SECONDS).contains(&seconds)) {
             return Err(format!(
-                "line {n}: {seconds} seconds is out of range; give 0 to {}",
-                crate::units::thousands(MAX_CALL_SECONDS as u64)
+                "line {n}: {seconds} seconds is out of range; give 0 to {MAX_CALL_SECONDS}"
             ));
         }
         if let Some(prev) = first.insert(key.to_string(), n) {
