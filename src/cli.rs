@@ -131,8 +131,9 @@ pub(crate) struct RunArgs {
     pub(crate) restart_window: Duration,
 
     /// Seconds to reach the NATS server of --export or --from at start-up,
-    /// 0.001 to 3600; past it the run fails before anything is created
-    /// [default: 5]
+    /// 0.001 to 3600; past it the run fails before anything is created. The
+    /// roles keep the value the run was created with: a resume may differ
+    /// without being refused, and does not change it [default: 5]
     #[arg(long, value_name = "SECS", default_value = "5", hide_default_value = true, value_parser = crate::units::parse_connect_timeout, help_heading = "NATS (--export, --from)")]
     pub(crate) connect_timeout: f64,
 
@@ -827,7 +828,10 @@ pub fn report(e: Error, run: Option<&RunName>) -> Failure {
         Error::Run(RunError::Unreadable { run, .. }) => (EXIT_FAILURE, clean(run)),
         Error::Run(RunError::WouldOverwrite { .. }) => (
             EXIT_FAILURE,
-            "; pass --overwrite to replace them, or choose another --out (a run that already stopped keeps its results in its segments: `forkring handoff --run NAME --out DIR`)".into(),
+            format!(
+                "; pass --overwrite to replace them, or write them elsewhere: a new run with another --out, a stopped one (its results are kept in its segments) with `forkring handoff --run {} --out OTHER_DIR`",
+                run.map_or("NAME", |r| r.as_str())
+            ),
         ),
         Error::Job(JobError::SupervisorGone { run })
         | Error::Run(RunError::Job(JobError::SupervisorGone { run })) => (
