@@ -420,10 +420,10 @@ fn bad_nats_input_is_refused_before_anything_exists() {
                 "--export".into(),
                 dead.clone(),
                 "--export-buffer".into(),
-                "3".into(),
+                "6".into(),
             ],
             2,
-            "--export-buffer 3 is not a power of two",
+            "--export-buffer 6 is not a power of two",
         ),
         (
             vec![

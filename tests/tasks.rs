@@ -333,16 +333,20 @@ fn bad_task_input_is_refused_and_leaves_nothing() {
             2,
             "listed twice",
         ),
-        (vec!["--tasks", &good, "--workers", "0"], 2, "--workers 0"),
+        (
+            vec!["--tasks", &good, "--workers", "0"],
+            2,
+            "'--workers <N>': 0 is out of range; give 1 to 1,000",
+        ),
         (
             vec!["--tasks", &good, "--workers", "1001"],
             2,
-            "--workers 1001",
+            "'--workers <N>': 1001 is out of range",
         ),
         (
             vec!["--tasks", &good, "--concurrency", "0"],
             2,
-            "--concurrency 0",
+            "'--concurrency <K>': 0 is out of range",
         ),
         (vec!["--tasks", &big], 2, "--task-max"),
         (

@@ -547,15 +547,19 @@ fn run_queue(
     table.abandon_filling(0);
     // seq → ack subject of every own task in the table.
     let mut running: HashMap<u64, Option<String>> = accepted_lines(&table, 0, 0)?;
-    // seq → record of every result that may not be acknowledged yet.
-    let mut unacked: HashMap<u64, Span> = rec.own_records()?;
+    // seq → record of every result this run recorded. Kept after the ack:
+    // a redelivery can cross it (the ack wait ran out while the task ran,
+    // e.g. across a client restart, whose new intake does not extend the
+    // wait of tasks already in the table), and a message delivered again
+    // after its result was recorded is answered from here, never run again.
+    let mut recorded: HashMap<u64, Span> = rec.own_records()?;
     let mut backlog: VecDeque<super::intake::Delivery> = VecDeque::new();
     let stats = &ctl.intake;
     ctx.attached();
     std::thread::scope(|scope| {
         let intake = Intake::start(scope, q.clone(), table.recorder_bell());
         // Results recorded before a restart whose acks may be lost: the
-        // redelivery of their messages finds them in `unacked`.
+        // redelivery of their messages finds them in `recorded`.
         let mut scratch = Vec::new();
         let mut drained = false;
         let mut room_sent = usize::MAX;
@@ -574,7 +578,7 @@ fn run_queue(
                             }
                             if let Some(a) = running.get_mut(&d.seq) {
                                 *a = Some(d.ack);
-                            } else if let Some(span) = unacked.get(&d.seq) {
+                            } else if let Some(span) = recorded.get(&d.seq) {
                                 let json = rec.read_record(*span)?;
                                 let term = serde_json::from_slice::<serde_json::Value>(&json)
                                     .is_ok_and(|v| v["status"] == "quarantined");
@@ -588,8 +592,7 @@ fn run_queue(
                                 backlog.push_back(d);
                             }
                         }
-                        FromIntake::Acked(seq) => {
-                            unacked.remove(&seq);
+                        FromIntake::Acked => {
                             stats.acked.add(1);
                         }
                         FromIntake::Drained => drained = true,
@@ -647,7 +650,7 @@ fn run_queue(
                 progress += rec.record_done()?;
                 for o in rec.take_own() {
                     let ack = running.remove(&o.line).flatten().or(o.ack);
-                    unacked.insert(o.line, o.span);
+                    recorded.insert(o.line, o.span);
                     if let Some(ack) = ack {
                         intake.send(ToIntake::Result {
                             seq: o.line,

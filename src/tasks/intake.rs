@@ -350,8 +350,8 @@ pub(crate) enum ToIntake {
 pub(crate) enum FromIntake {
     /// A task.
     Task(Delivery),
-    /// The result of this task is published and its message acknowledged.
-    Acked(u64),
+    /// A result is published and its message acknowledged (counted).
+    Acked,
     /// (`--drain`) The queue is empty and nothing taken from it is
     /// unacknowledged.
     Drained,
@@ -641,7 +641,7 @@ impl Pump<'_> {
                         .client()
                         .publish(o.ack.clone(), word.into())
                         .await;
-                    (self.notify)(FromIntake::Acked(o.seq));
+                    (self.notify)(FromIntake::Acked);
                 }
                 Err(e) if matches!(e.kind(), PublishErrorKind::MaxPayloadExceeded) => {
                     // Cannot ever fit: say so in a result that does.
