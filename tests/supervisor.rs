@@ -605,7 +605,7 @@ fn a_group_member_sees_a_shared_run_with_status_user() {
     assert!(segments_of(&name).is_empty(), "{:?}", segments_of(&name));
 }
 
-/// A resume started the moment its supervisor was SIGKILLed finds the dead
+/// A resume started the moment its SIGKILLed supervisor is reaped finds the dead
 /// supervisor's roles still exiting (the kernel kills them through
 /// `PR_SET_PDEATHSIG`): it waits for them instead of starting roles that
 /// fail on their taken slots and count as restarts.
@@ -615,7 +615,7 @@ fn a_resume_right_after_a_supervisor_kill_counts_no_restart() {
     for round in 0..3 {
         let sc = Scene::new("quickresume");
         let args = ["--jobs", "image", "--size", "4096"];
-        let bg = sc.spawn(&args);
+        let mut bg = sc.spawn(&args);
         assert!(
             wait_attached(&sc.name, 2, Duration::from_secs(20)),
             "{}",
@@ -623,6 +623,9 @@ fn a_resume_right_after_a_supervisor_kill_counts_no_restart() {
         );
         std::thread::sleep(Duration::from_millis(200));
         signal(bg.pid(), libc::SIGKILL);
+        // Reaped: its lock is gone (a resume a microsecond after the kill
+        // rightly finds the supervisor still alive); its roles may not be.
+        let _ = bg.child.wait();
         let o = sc.run(&[&args[..], &["--duration", "0.5"]].concat());
         assert_eq!(o.status.code(), Some(0), "round {round}: {}", text(&o));
         assert!(
