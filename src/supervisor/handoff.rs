@@ -233,13 +233,10 @@ fn stale_results(out: &Path, registry: Registry, summary: &Value) -> Vec<std::pa
 /// Refuses to write run `name`'s results into a directory that holds
 /// another run's (a `summary.json` naming another run, or unreadable):
 /// checked before a new run creates anything, and again at its handoff
-/// (another run may have written there meanwhile). The same run into its own directory is fine: a resume never
-/// gets here, and a run started again under its name replaces its results
-/// (the task pool continues from them).
-pub(crate) fn check_no_results(
-    name: &crate::shm::RunName,
-    out: &std::path::Path,
-) -> Result<(), RunError> {
+/// (another run may have written there meanwhile). The same run into its
+/// own directory is fine: a resumed run, or one started again under its
+/// name, replaces its own results (the task pool continues from them).
+pub(crate) fn check_no_results(name: &crate::shm::RunName, out: &Path) -> Result<(), RunError> {
     let summary = out.join("summary.json");
     if !summary.is_file() {
         return Ok(());
